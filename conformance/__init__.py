@@ -1,0 +1,1 @@
+"""The torpor conformance kit (see its own issue; filled in there)."""

@@ -1,0 +1,82 @@
+"""torpor: pluggable session storage.
+
+>>> import torpor
+>>> with torpor.open() as sessions:               # the in-process ets_like backend
+...     s = sessions.create({"user": "ada"}, name="日本語")
+...     sessions.get(s.id).data
+{'user': 'ada'}
+
+See docs/guide.md for the user guide and ``torpor.hookspecs`` for the backend contract.
+"""
+
+from torpor import codec, errors, hookspecs
+from torpor._capabilities import BackendStats, Capability, Stats
+from torpor._clock import Clock, ManualClock, system_clock
+from torpor._events import EventKind, LifecycleEvent
+from torpor._ids import MAX_ID_BYTES, generate_id, is_valid_id, validate_id
+from torpor._mailbox import LocalMailbox, Mailbox
+from torpor._manager import Manager
+from torpor._open import check_backend_options, open
+from torpor._record import Record
+from torpor._session import Session
+from torpor.errors import (
+    BackendNotFound,
+    BackendUnavailable,
+    ConfigError,
+    Conflict,
+    InvalidSessionId,
+    ManagerClosed,
+    MissingDependency,
+    SerializationError,
+    SessionCancelled,
+    SessionExists,
+    SessionNotFound,
+    SessionTooLarge,
+    TorporError,
+    UnsupportedOperation,
+)
+from torpor.hookspecs import DELETE, hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DELETE",
+    "MAX_ID_BYTES",
+    "BackendNotFound",
+    "BackendStats",
+    "BackendUnavailable",
+    "Capability",
+    "Clock",
+    "ConfigError",
+    "Conflict",
+    "EventKind",
+    "InvalidSessionId",
+    "LifecycleEvent",
+    "LocalMailbox",
+    "Mailbox",
+    "Manager",
+    "ManagerClosed",
+    "ManualClock",
+    "MissingDependency",
+    "Record",
+    "SerializationError",
+    "Session",
+    "SessionCancelled",
+    "SessionExists",
+    "SessionNotFound",
+    "SessionTooLarge",
+    "Stats",
+    "TorporError",
+    "UnsupportedOperation",
+    "__version__",
+    "check_backend_options",
+    "codec",
+    "errors",
+    "generate_id",
+    "hookimpl",
+    "hookspecs",
+    "is_valid_id",
+    "open",
+    "system_clock",
+    "validate_id",
+]

@@ -1,0 +1,187 @@
+"""The seam between the manager and a backend: which callable serves each hook.
+
+A manager talks to its backend through pluggy hooks (see ``torpor.hookspecs``), but
+pluggy's dispatch costs about 1.5 µs a call, as much as a whole LMDB read.  So when the
+manager opens, it resolves every hook once, into a plain Python callable:
+
+* **fast path**: exactly one implementation and no wrapper around it (the usual case,
+  a backend alone) -> the backend's bound method itself.  A call costs one Python call.
+* **dispatch**: wrappers are registered (extension plugins that count or time calls),
+  or ``fast_path=False`` -> a small adapter that calls ``pm.hook.<name>(...)``, so the
+  wrappers run on every call.
+* **missing** optional hook -> ``None``; the manager then uses the core's fallback
+  (for ``torpor_transact`` the fallback lives here: the backend's fetch/store under an
+  in-process lock per session id).
+
+The binding also checks the backend's claims: each optional data hook corresponds to
+a capability, and claiming one without the other is refused, because the conformance
+kit decides between native and fallback tests from the claims.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, Final, cast
+
+import pluggy
+
+from torpor import hookspecs
+from torpor._capabilities import Capability
+from torpor.errors import ConfigError
+from torpor.hookspecs import DELETE, TransactFn
+
+__all__ = ["CAPABILITY_HOOKS", "REQUIRED_HOOKS", "Binding", "make_plugin_manager"]
+
+REQUIRED_HOOKS: Final = ("torpor_fetch", "torpor_store", "torpor_delete", "torpor_ids")
+CAPABILITY_HOOKS: Final = {
+    Capability.ATOMIC_UPDATE: "torpor_transact",
+    Capability.NATIVE_ITERATION: "torpor_iterate",
+    Capability.NATIVE_HIBERNATION: "torpor_idle_ids",
+    Capability.NATIVE_EXPIRY: "torpor_expired_ids",
+    Capability.SECONDARY_INDEX: "torpor_find",
+    Capability.SHARED_MAILBOX: "torpor_mailbox",
+}
+_SPEC_NAMES: Final = frozenset(n for n in dir(hookspecs) if n.startswith("torpor_"))
+
+
+class _PluginManager(pluggy.PluginManager):
+    """Accepts undecorated ``torpor_*`` methods, as pytest accepts ``pytest_*`` ones, so
+    a backend needs no pluggy import.  An unknown ``torpor_*`` name is reported by
+    ``check_pending`` (it is almost always a typo)."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("torpor_") and callable(getattr(plugin, name, None)):
+            return cast(pluggy.HookimplOpts, {})
+        return opts
+
+
+def make_plugin_manager(backend: object, plugins: Iterable[object]) -> pluggy.PluginManager:
+    pm = _PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    try:
+        pm.register(backend, name="backend")
+        for plugin in plugins:
+            pm.register(plugin)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"plugin {exc.plugin!r} does not fit torpor's hooks: {exc}") from None
+    except ValueError as exc:  # the same plugin object registered twice
+        raise ConfigError(str(exc)) from None
+    return pm
+
+
+class StripedLocks:
+    """A fixed set of locks, one chosen per key: serialises writers of one session
+    without one lock per session or one lock for the whole store."""
+
+    def __init__(self, stripes: int = 256) -> None:
+        self._locks = [threading.Lock() for _ in range(stripes)]
+
+    def __call__(self, key: str) -> threading.Lock:
+        return self._locks[hash(key) % len(self._locks)]
+
+
+class Binding:
+    """The resolved callables of one backend, with fallbacks where hooks are missing."""
+
+    def __init__(self, pm: pluggy.PluginManager, backend: object, *, fast_path: bool) -> None:
+        self._pm = pm
+        self._backend = backend
+        self._fast_path = fast_path
+        missing = [n for n in REQUIRED_HOOKS if not self._impls(n)]
+        if missing:
+            raise ConfigError(
+                f"backend {type(backend).__name__} lacks the required hook(s) "
+                f"{', '.join(missing)}; see torpor.hookspecs"
+            )
+        claimed = pm.hook.torpor_capabilities()
+        try:
+            self.capabilities = frozenset(Capability.parse(c) for c in (claimed or ()))
+        except ValueError as exc:
+            raise ConfigError(f"backend {type(backend).__name__}: {exc}") from None
+        for capability, hook in CAPABILITY_HOOKS.items():
+            has_hook = bool(self._backend_impls(hook))
+            if has_hook != (capability in self.capabilities):
+                raise ConfigError(
+                    f"backend {type(backend).__name__} "
+                    + (
+                        f"implements {hook} but does not claim {capability.name}"
+                        if has_hook
+                        else f"claims {capability.name} but does not implement {hook}"
+                    )
+                )
+        self.dispatching = any(
+            impl.wrapper or impl.hookwrapper
+            for name in _SPEC_NAMES
+            for impl in self._impls(name)
+        )
+        self.fetch: Callable[[str], Any] = self._bind("torpor_fetch")  # type: ignore[assignment]
+        self.store: Callable[[Any], None] = self._bind("torpor_store")  # type: ignore[assignment]
+        self.delete: Callable[[str], bool] = self._bind("torpor_delete")  # type: ignore[assignment]
+        self.ids: Callable[[], Iterable[str | bytes]] = self._bind("torpor_ids")  # type: ignore[assignment]
+        self.iterate = self._bind("torpor_iterate")
+        self.idle_ids = self._bind("torpor_idle_ids")
+        self.expired_ids = self._bind("torpor_expired_ids")
+        self.count = self._bind("torpor_count")
+        self.find = self._bind("torpor_find")
+        self.stats = self._bind("torpor_stats")
+        self.mailbox = self._bind("torpor_mailbox")
+        native_transact = self._bind("torpor_transact")
+        self.native_transact = native_transact is not None
+        self.transact: Callable[[str, TransactFn], None] = (
+            native_transact if native_transact is not None else self._locked_transact
+        )
+        self._locks = StripedLocks()
+        self.observed = bool(self._impls("torpor_event"))
+
+    def _impls(self, name: str) -> list[pluggy.HookImpl]:
+        return list(getattr(self._pm.hook, name).get_hookimpls())
+
+    def _backend_impls(self, name: str) -> list[pluggy.HookImpl]:
+        return [i for i in self._impls(name) if i.plugin is self._backend and not i.wrapper]
+
+    def _bind(self, name: str) -> Callable[..., Any] | None:
+        caller = getattr(self._pm.hook, name)
+        impls = caller.get_hookimpls()
+        if not impls:
+            return None
+        argnames: tuple[str, ...] = tuple(caller.spec.argnames) if caller.spec else ()
+        if self._fast_path and len(impls) == 1 and not (impls[0].wrapper or impls[0].hookwrapper):
+            impl = impls[0]
+            if tuple(impl.argnames) == argnames:
+                return cast(Callable[..., Any], impl.function)
+            keep = [i for i, a in enumerate(argnames) if a in impl.argnames]
+            function = impl.function
+            return lambda *args: function(*(args[i] for i in keep))
+        return _dispatcher(caller, argnames)
+
+    def _locked_transact(self, session_id: str, fn: TransactFn) -> None:
+        """Fallback for backends without ``torpor_transact``: atomic within a process."""
+        with self._locks(session_id):
+            change = fn(self.fetch(session_id))
+            if change is None:
+                return
+            if change is DELETE:
+                self.delete(session_id)
+            else:
+                self.store(change)
+
+    def call_all(self, name: str, **kwargs: Any) -> None:
+        """Call a non-data hook on every plugin (open, close, events)."""
+        getattr(self._pm.hook, name)(**kwargs)
+
+
+def _dispatcher(caller: pluggy.HookCaller, argnames: tuple[str, ...]) -> Callable[..., Any]:
+    # One adapter per arity keeps the dispatch path free of per-call zip/dict work
+    # beyond the keyword dict pluggy itself requires.
+    if not argnames:
+        return lambda: caller()
+    if len(argnames) == 1:
+        (a,) = argnames
+        return lambda x: caller(**{a: x})
+    if len(argnames) == 2:
+        a, b = argnames
+        return lambda x, y: caller(**{a: x, b: y})
+    return lambda *args: caller(**dict(zip(argnames, args, strict=True)))

@@ -1,0 +1,67 @@
+"""Capabilities a backend can claim, and the figures ``Manager.stats`` reports."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["BackendStats", "Capability", "Stats"]
+
+
+class Capability(enum.Enum):
+    """What a backend does natively.  A claimed capability must be honoured; for an
+    unclaimed one the core uses its fallback where one exists (see hookspecs)."""
+
+    NATIVE_ITERATION = "native_iteration"
+    """Implements ``torpor_iterate``: batched walk, memory follows the batch."""
+    NATIVE_HIBERNATION = "native_hibernation"
+    """Implements ``torpor_idle_ids``: finds idle sessions through an index."""
+    NATIVE_EXPIRY = "native_expiry"
+    """Implements ``torpor_expired_ids``: finds expired sessions through an index."""
+    PERSISTENT = "persistent"
+    """Sessions survive closing and reopening the backend over the same storage."""
+    MULTI_PROCESS = "multi_process"
+    """Several processes on one machine may open the same storage at once."""
+    DISTRIBUTED = "distributed"
+    """Several machines may share the storage."""
+    ATOMIC_UPDATE = "atomic_update"
+    """Implements ``torpor_transact``, atomic across every process that shares it."""
+    SHARED_MAILBOX = "shared_mailbox"
+    """Implements ``torpor_mailbox`` with a mailbox shared by every process."""
+    TRANSACTIONS = "transactions"
+    """Multi-session transactions (exposed by the backend's own API)."""
+    SECONDARY_INDEX = "secondary_index"
+    """Implements ``torpor_find`` through indexes on data fields."""
+
+    @classmethod
+    def parse(cls, name: str | Capability) -> Capability:
+        """``Capability`` from its value or member name; ``ValueError`` if unknown."""
+        if isinstance(name, Capability):
+            return name
+        try:
+            return cls(name.lower())
+        except ValueError:
+            valid = ", ".join(sorted(c.value for c in cls))
+            raise ValueError(f"unknown capability {name!r}; valid: {valid}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStats:
+    """What a backend reports about itself through ``torpor_stats`` (all optional)."""
+
+    sessions: int | None = None
+    hibernated: int | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of a manager's store."""
+
+    backend: str
+    sessions: int
+    active: int
+    hibernated: int
+    memory_bytes: int | None
+    capabilities: frozenset[Capability]
+    iteration: str  # "native" or "fallback"

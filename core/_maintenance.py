@@ -1,0 +1,240 @@
+"""Hibernation and expiry passes, and the background sweeper that runs them.
+
+A pass finds candidates (through the backend's index when it has one, by a batched
+scan otherwise) and then re-checks and converts each one under ``transact``, so the
+rules are decided here, once, for every backend.  Passes work in batches and look at
+a stop flag before every session, which is how ``close(urgent=True)`` overtakes a
+sweep over a million sessions without waiting for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from torpor._binding import Binding
+from torpor._events import EventKind
+from torpor._record import Record
+from torpor.hookspecs import DELETE
+
+__all__ = ["Maintenance", "PassResult", "Sweeper", "as_record", "walk_records"]
+
+log = logging.getLogger("torpor.sweeper")
+
+StopFlag = Callable[[], bool]
+Emit = Callable[[EventKind, "str | None", int, "int | None"], None]
+
+
+def as_record(value: object) -> Record | None:
+    """What a backend returned -> a Record (None stays None)."""
+    if value is None or type(value) is Record:
+        return value  # type: ignore[return-value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return Record.from_blob(bytes(value))
+    if isinstance(value, Record):
+        return value
+    from torpor.errors import BackendUnavailable
+
+    raise BackendUnavailable(
+        f"backend returned a {type(value).__name__} where a Record or bytes was expected"
+    )
+
+
+def walk_records(binding: Binding, batch_size: int) -> Iterator[list[Record]]:
+    """Batches of stored records, expired ones included.  Native walk when the backend
+    has one; otherwise a snapshot of the ids, fetched one by one (DESIGN §6)."""
+    if binding.iterate is not None:
+        cursor: object = None
+        while True:
+            items, cursor = binding.iterate(cursor, batch_size)
+            batch = [r for r in map(as_record, items) if r is not None]
+            if batch:
+                yield batch
+            if cursor is None:
+                return
+    from torpor._ids import is_valid_id
+
+    snapshot = [k for k in binding.ids() if isinstance(k, str) and is_valid_id(k)]
+    for start in range(0, len(snapshot), batch_size):
+        batch = []
+        for sid in snapshot[start : start + batch_size]:
+            record = as_record(binding.fetch(sid))
+            if record is not None:
+                batch.append(record)
+        if batch:
+            yield batch
+
+
+@dataclass
+class PassResult:
+    count: int = 0
+    bytes_saved: int = 0
+    interrupted: bool = False
+
+
+class Maintenance:
+    def __init__(self, binding: Binding, batch_size: int, emit: Emit, discard: Callable[[str], None]):
+        self._b = binding
+        self._batch = batch_size
+        self._emit = emit
+        self._discard_mail = discard
+
+    # -- hibernation -------------------------------------------------------------
+    def hibernate(self, cutoff: int, stop: StopFlag) -> PassResult:
+        result = PassResult()
+        for batch in self._candidates(
+            self._b.idle_ids,
+            cutoff,
+            lambda r: not r.hibernated and r.last_accessed < cutoff,
+            stop,
+        ):
+            done_before = result.count
+            for sid in batch:
+                if stop():
+                    result.interrupted = True
+                    break
+                self._hibernate_one(sid, cutoff, result)
+            converted = result.count - done_before
+            if converted:
+                self._emit(EventKind.HIBERNATED, None, converted, None)
+            if result.interrupted or (self._b.idle_ids is not None and not converted):
+                break
+        return result
+
+    def _hibernate_one(self, sid: str, cutoff: int, result: PassResult) -> None:
+        def compact(current: object) -> Record | None:
+            record = as_record(current)
+            if record is None or record.hibernated or record.last_accessed >= cutoff:
+                return None
+            before = len(record.encoded_payload())
+            compacted = record.compacted()
+            saved.append(before - len(compacted.payload or b""))
+            return compacted
+
+        saved: list[int] = []
+        self._b.transact(sid, compact)
+        if saved:
+            result.count += 1
+            result.bytes_saved += saved[-1]
+
+    # -- expiry ------------------------------------------------------------------
+    def expire(self, now: int, stop: StopFlag) -> PassResult:
+        result = PassResult()
+        for batch in self._candidates(
+            self._b.expired_ids, now, lambda r: r.is_expired(now), stop
+        ):
+            removed: list[str] = []
+            for sid in batch:
+                if stop():
+                    result.interrupted = True
+                    break
+                if self.remove_if_expired(sid, now):
+                    removed.append(sid)
+            result.count += len(removed)
+            if removed:
+                self._emit(EventKind.EXPIRED, None, len(removed), None)
+            if result.interrupted or (self._b.expired_ids is not None and not removed):
+                break
+        return result
+
+    def remove_if_expired(self, sid: str, now: int) -> bool:
+        def drop(current: object) -> object:
+            record = as_record(current)
+            if record is not None and record.is_expired(now):
+                dropped.append(True)
+                return DELETE
+            return None
+
+        dropped: list[bool] = []
+        self._b.transact(sid, drop)  # type: ignore[arg-type]
+        if dropped:
+            self._discard_mail(sid)
+        return bool(dropped)
+
+    # -- candidates --------------------------------------------------------------
+    def _candidates(
+        self,
+        index: Callable[..., Sequence[str]] | None,
+        bound: int,
+        wanted: Callable[[Record], bool],
+        stop: StopFlag,
+    ) -> Iterator[Sequence[str]]:
+        """Batches of candidate ids: from the backend's index, else from a scan."""
+        if index is not None:
+            while not stop():
+                ids = index(bound, self._batch)
+                if not ids:
+                    return
+                yield ids
+                if len(ids) < self._batch:
+                    return
+            return
+        for records in walk_records(self._b, self._batch):
+            if stop():
+                return
+            ids = [r.id for r in records if wanted(r)]
+            if ids:
+                yield ids
+
+
+class Sweeper:
+    """A daemon thread that runs the manager's maintenance every ``interval_s``.
+
+    ``kick()`` runs a pass now (tests use it instead of waiting); ``stop(urgent)``
+    either lets the current pass finish or interrupts it at the next session.
+    """
+
+    def __init__(self, work: Callable[[StopFlag], None], interval_s: float) -> None:
+        self._work = work
+        self._interval = interval_s
+        self._wake = threading.Event()
+        self._stopping = False
+        self._urgent = False
+        self._passes = 0
+        self._passes_cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="torpor-sweeper", daemon=True)
+        self._thread.start()
+
+    @property
+    def passes(self) -> int:
+        return self._passes
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def wait_for_pass(self, after: int, timeout: float = 30.0) -> bool:
+        """Block until more than ``after`` passes have completed (for tests/CLI)."""
+        deadline = time.monotonic() + timeout
+        with self._passes_cond:
+            while self._passes <= after:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._passes_cond.wait(remaining)
+        return True
+
+    def stop(self, *, urgent: bool) -> None:
+        self._urgent = urgent
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def _should_stop(self) -> bool:
+        return self._urgent
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                self._work(self._should_stop)
+            except Exception:  # a failing pass must not kill the sweeper
+                log.exception("torpor sweeper pass failed; will retry next interval")
+            with self._passes_cond:
+                self._passes += 1
+                self._passes_cond.notify_all()

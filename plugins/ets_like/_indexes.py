@@ -1,0 +1,86 @@
+"""The two in-memory indexes of the ets_like backend.
+
+``SeqIndex`` keeps creation order in fixed-size chunks, so a walk can resume from any
+position in O(chunk) and a session keeps its place when it is rewritten: a session
+that exists for the whole walk is met exactly once whatever else changes.
+
+``TimeIndex`` files ids into buckets of ``width_ms`` by a timestamp (last access for
+idleness, expiry time for expiry).  Finding everything below a bound visits only the
+buckets below it, so a sweep costs what the idle or expired sessions cost, not what
+the store holds.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SeqIndex", "TimeIndex"]
+
+
+class SeqIndex:
+    """Creation order: ``seq -> id`` in chunks of ``chunk`` consecutive seqs."""
+
+    def __init__(self, chunk: int = 1024) -> None:
+        self._chunk = chunk
+        self._chunks: dict[int, dict[int, str]] = {}
+        self._next = 0
+
+    def add(self, session_id: str) -> int:
+        seq = self._next
+        self._next += 1
+        self._chunks.setdefault(seq // self._chunk, {})[seq] = session_id
+        return seq
+
+    def remove(self, seq: int) -> None:
+        number = seq // self._chunk
+        chunk = self._chunks[number]
+        del chunk[seq]
+        if not chunk:
+            del self._chunks[number]
+
+    def walk(self, cursor: int, limit: int) -> tuple[list[str], int | None]:
+        """Up to ``limit`` ids with seq >= ``cursor``; the next cursor, or None at the end."""
+        found: list[str] = []
+        number = cursor // self._chunk
+        last = (self._next - 1) // self._chunk
+        while number <= last:
+            chunk = self._chunks.get(number)
+            if chunk:
+                for seq, sid in chunk.items():
+                    if seq >= cursor:
+                        found.append(sid)
+                        cursor = seq + 1
+                        if len(found) >= limit:
+                            return found, cursor
+            number += 1
+            cursor = max(cursor, number * self._chunk)
+        return found, None
+
+
+class TimeIndex:
+    """``id -> time`` filed in buckets of ``width_ms``."""
+
+    def __init__(self, width_ms: int = 1000) -> None:
+        self._width = width_ms
+        self._buckets: dict[int, dict[str, int]] = {}
+
+    def add(self, session_id: str, at: int) -> None:
+        self._buckets.setdefault(at // self._width, {})[session_id] = at
+
+    def remove(self, session_id: str, at: int) -> None:
+        number = at // self._width
+        bucket = self._buckets.get(number)
+        if bucket is not None:
+            bucket.pop(session_id, None)
+            if not bucket:
+                del self._buckets[number]
+
+    def below(self, bound: int, limit: int) -> list[str]:
+        """Up to ``limit`` ids filed at a time < ``bound``, oldest buckets first."""
+        found: list[str] = []
+        top = bound // self._width
+        for number in sorted(n for n in self._buckets if n <= top):
+            for sid, at in self._buckets[number].items():
+                if at < bound:
+                    found.append(sid)
+                    if len(found) >= limit:
+                        return found
+        return found
