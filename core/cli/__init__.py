@@ -1,0 +1,73 @@
+"""The ``torpor`` command.
+
+Built on click (argument parsing, the de-facto standard, stable for a decade) and rich
+(tables and progress bars).  Both are imported only when the command runs, so
+``import torpor`` stays light.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from torpor.cli._bench import bench
+from torpor.cli._demo import demo
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="torpor")
+def cli() -> None:
+    """torpor: pluggable session storage with hibernation."""
+
+
+@cli.command()
+def backends() -> None:
+    """List the installed backends, their distribution and capabilities."""
+    import warnings
+
+    from rich.console import Console
+    from rich.table import Table
+
+    import torpor
+    from torpor._registry import describe_backends
+
+    table = Table(title="torpor backends (entry-point group torpor.backends)")
+    for column in ("name", "distribution", "capabilities / problem"):
+        table.add_column(column)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        infos = describe_backends()
+    for info in infos:
+        detail = info.error
+        if detail is None and info.factory is not None:
+            detail = _capabilities_of(info.factory, torpor)
+        table.add_row(info.name, f"{info.distribution} {info.version}", detail or "")
+    console = Console()
+    console.print(table)
+    for warning in caught:
+        console.print(f"[yellow]warning:[/] {warning.message}")
+
+
+def _capabilities_of(factory: object, torpor: object) -> str:
+    from torpor._binding import Binding, make_plugin_manager
+
+    try:
+        backend = factory()  # type: ignore[operator]
+    except Exception as exc:  # e.g. lmdb needs a path: show what is claimed statically
+        return f"(needs options to open: {type(exc).__name__})"
+    binding = Binding(make_plugin_manager(backend, ()), backend, fast_path=True)
+    return ", ".join(sorted(c.value for c in binding.capabilities)) or "none (fallbacks)"
+
+
+cli.add_command(demo)
+cli.add_command(bench)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)
