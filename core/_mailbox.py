@@ -97,78 +97,10 @@ class LocalMailbox:
                     self._cond.wait(remaining)
             finally:
                 box.waiters -= 1
-                # Boxes live only while they hold messages or waiters.
+                # A box lives while it holds messages or waiters; then it is dropped.
                 if not box.waiters and not box.priority and not box.normal:
                     if self._boxes.get(session_id) is box:
                         del self._boxes[session_id]
-
-    def pending(self, session_id: str) -> int:
-        """How many messages wait for the session (both lanes)."""
-        ...
-
-    def cancel(self, session_id: str) -> None:
-        """Discard the session's messages and wake its waiters with ``SessionCancelled``."""
-
-    def discard(self, session_id: str) -> None:
-        """The session was deleted: discard its messages and wake its waiters with
-        ``SessionNotFound``."""
-
-    def close(self) -> None:
-        """Release resources; wake every waiter (they raise ``SessionNotFound``)."""
-
-
-class _Box:
-    __slots__ = ("ended", "normal", "priority", "waiters")
-
-    def __init__(self) -> None:
-        self.priority: deque[bytes] = deque()
-        self.normal: deque[bytes] = deque()
-        self.ended: type[Exception] | None = None
-        self.waiters = 0
-
-
-class LocalMailbox:
-    """In-process mailboxes: two deques per session and one condition variable.
-
-    Boxes are created on the first send and removed when they are emptied, cancelled or
-    discarded, so idle sessions cost nothing here.
-    """
-
-    def __init__(self) -> None:
-        self._boxes: dict[str, _Box] = {}
-        self._cond = threading.Condition(threading.Lock())
-
-    def send(self, session_id: str, message: bytes, priority: bool) -> None:
-        with self._cond:
-            box = self._boxes.get(session_id)
-            if box is None:
-                box = self._boxes[session_id] = _Box()
-            (box.priority if priority else box.normal).append(message)
-            self._cond.notify_all()
-
-    def receive(self, session_id: str, max_messages: int, timeout: float | None) -> list[bytes]:
-        deadline = None if not timeout else time.monotonic() + timeout
-        with self._cond:
-            box = self._boxes.get(session_id)
-            if box is None:
-                box = self._boxes[session_id] = _Box()
-            while True:
-                if box.ended is not None:
-                    raise _ended(box.ended, session_id)
-                taken = _take(box, max_messages)
-                if taken:
-                    if not box.priority and not box.normal:
-                        self._boxes.pop(session_id, None)
-                    return taken
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is None or remaining <= 0:
-                    if not box.priority and not box.normal:
-                        self._boxes.pop(session_id, None)
-                    return []
-                self._cond.wait(remaining)
-                # A box replaced meanwhile (ended, then recreated by a send) is not ours.
-                if box.ended is None and self._boxes.get(session_id) is not box:
-                    box.ended = SessionNotFound
 
     def pending(self, session_id: str) -> int:
         with self._cond:

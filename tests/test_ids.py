@@ -1,0 +1,155 @@
+"""The UTF-8 id rules of DESIGN §3."""
+
+from __future__ import annotations
+
+import base64
+import unicodedata
+
+import pytest
+
+import torpor
+from torpor import InvalidSessionId, validate_id
+
+VALID = [
+    "日本語のセッション",
+    "中文会话",
+    "한국어세션",
+    "جلسة عربية",
+    "😀",
+    "𝒳𝓎𝓏",  # astral (mathematical script)
+    "👩\u200d👩\u200d👧\u200d👦",  # ZWJ family sequence
+    "🏳️\u200d🌈",
+    "e\u0301\u0301",  # combining marks
+    "नमस्ते",
+    "plain-ascii_id.123",
+]
+
+
+@pytest.mark.parametrize("sid", VALID)
+def test_valid_ids_round_trip_exactly(mgr: torpor.Manager, sid: str) -> None:
+    created = mgr.create({"v": sid}, session_id=sid)
+    assert created.id == sid
+    got = mgr.get(sid)
+    assert got is not None and got.id == sid and got.data == {"v": sid}
+    assert [ord(c) for c in got.id] == [ord(c) for c in sid]
+    assert sid in list(mgr.ids())
+    assert [s.id for s in mgr.sessions()] == [sid]
+
+
+def test_nfc_and_nfd_are_two_ids(mgr: torpor.Manager) -> None:
+    nfc = unicodedata.normalize("NFC", "café")
+    nfd = unicodedata.normalize("NFD", "café")
+    assert nfc != nfd
+    mgr.create({"form": "nfc"}, session_id=nfc)
+    mgr.create({"form": "nfd"}, session_id=nfd)
+    assert mgr.get(nfc).data == {"form": "nfc"}  # type: ignore[union-attr]
+    assert mgr.get(nfd).data == {"form": "nfd"}  # type: ignore[union-attr]
+    assert sorted(mgr.ids()) == sorted([nfc, nfd])
+
+
+def test_255_bytes_accepted_256_refused_at_a_multibyte_boundary() -> None:
+    three = "あ" * 85  # 255 bytes of 3-byte characters
+    assert len(three.encode()) == 255
+    assert validate_id(three) == three
+    four = "😀" * 63 + "abc"  # 252 + 3 = 255 bytes ending in ASCII
+    assert validate_id(four) == four
+    with pytest.raises(InvalidSessionId) as info:
+        validate_id("a" + "あ" * 85)  # 256 bytes: the last character crosses the limit
+    assert info.value.rule == "too_long"
+    assert info.value.position == 85
+    assert "256 bytes" in str(info.value)
+
+
+def test_256_with_astral_tail_refused() -> None:
+    validate_id("abc" + "😀" * 63)  # 3 + 252 = 255
+    with pytest.raises(InvalidSessionId) as info:
+        validate_id("abcd" + "😀" * 63)  # 256: the last emoji starts at byte 252
+    assert info.value.rule == "too_long"
+    assert info.value.position == 66
+
+
+@pytest.mark.parametrize(
+    ("bad", "rule", "position"),
+    [
+        ("", "empty", None),
+        ("a\x00b", "control_character", 1),
+        ("tab\there", "control_character", 3),
+        ("x\x7f", "control_character", 1),
+        ("c1\x85", "control_character", 2),
+        ("lone\ud800", "surrogate", 4),
+        ("\udfffx", "surrogate", 0),
+        (b"ok\xff\xfe", "invalid_utf8", 2),
+        (b"\xc3", "invalid_utf8", 0),
+        (12, "type", None),
+        (None, "type", None),
+    ],
+)
+def test_bad_ids_refused_with_rule_and_position(bad: object, rule: str, position: int | None) -> None:
+    with pytest.raises(InvalidSessionId) as info:
+        validate_id(bad)
+    assert info.value.rule == rule
+    assert info.value.position == position
+    assert isinstance(info.value, ValueError)
+
+
+def test_bytes_ids_are_decoded() -> None:
+    assert validate_id("日本".encode()) == "日本"
+
+
+class _Spy:
+    """A backend that records whether any hook was reached."""
+
+    def __init__(self) -> None:
+        self.touched: list[str] = []
+
+    def torpor_fetch(self, session_id: str) -> None:
+        self.touched.append("fetch")
+
+    def torpor_store(self, record: object) -> None:
+        self.touched.append("store")
+
+    def torpor_delete(self, session_id: str) -> bool:
+        self.touched.append("delete")
+        return False
+
+    def torpor_ids(self) -> list[str]:
+        self.touched.append("ids")
+        return []
+
+
+@pytest.mark.parametrize("bad", ["a\x00", "\ud800", "", "x" * 256, b"\xff"])
+def test_bad_ids_refused_before_the_backend_is_touched(bad: object) -> None:
+    spy = _Spy()
+    with torpor.open(spy, sweeper=False) as mgr:
+        calls = [
+            lambda: mgr.create({}, session_id=bad),  # type: ignore[arg-type]
+            lambda: mgr.get(bad),  # type: ignore[arg-type]
+            lambda: mgr.peek(bad),  # type: ignore[arg-type]
+            lambda: mgr.update(bad, dict),  # type: ignore[arg-type]
+            lambda: mgr.delete(bad),  # type: ignore[arg-type]
+            lambda: mgr.touch(bad),  # type: ignore[arg-type]
+            lambda: mgr.set_timeout(bad, 5),  # type: ignore[arg-type]
+            lambda: mgr.send(bad, "m"),  # type: ignore[arg-type]
+            lambda: mgr.receive(bad),  # type: ignore[arg-type]
+            lambda: mgr.cancel(bad),  # type: ignore[arg-type]
+        ]
+        for call in calls:
+            with pytest.raises(InvalidSessionId):
+                call()
+        assert bad not in mgr
+    assert spy.touched == []
+
+
+def test_generated_ids_carry_128_bits_and_the_name(mgr: torpor.Manager) -> None:
+    a = mgr.create(name="日本語")
+    b = mgr.create(name="日本語")
+    assert a.id.startswith("session_日本語_") and a.id != b.id
+    token = a.id.removeprefix("session_日本語_")
+    assert len(token) == 22  # 16 random bytes, URL-safe base64 without padding
+    assert len(base64.urlsafe_b64decode(token + "==")) == 16
+    plain = mgr.create()
+    assert plain.id.startswith("session_") and plain.id.count("_") >= 1
+    with pytest.raises(InvalidSessionId):
+        mgr.create(name="bad\x00name")
+    with pytest.raises(InvalidSessionId):
+        mgr.create(name="n", session_id="x")

@@ -1,0 +1,139 @@
+"""Priority mailboxes and cancel (DESIGN §7)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import torpor
+from torpor import SerializationError, SessionCancelled, SessionNotFound
+
+
+def test_priority_first_fifo_per_lane(mgr: torpor.Manager) -> None:
+    s = mgr.create({})
+    for i in range(5):
+        mgr.send(s.id, {"n": i})
+    mgr.send(s.id, "p1", priority=True)
+    mgr.send(s.id, "p2", priority=True)
+    assert mgr.pending(s.id) == 7
+    assert mgr.receive(s.id, max_messages=3) == ["p1", "p2", {"n": 0}]
+    assert mgr.receive(s.id, max_messages=10) == [{"n": i} for i in range(1, 5)]
+    assert mgr.receive(s.id) == []
+
+
+def test_priority_overtakes_a_large_backlog(mgr: torpor.Manager) -> None:
+    s = mgr.create({})
+    for i in range(100_000):
+        mgr.send(s.id, i)
+    mgr.send(s.id, "stop", priority=True)
+    assert mgr.receive(s.id) == ["stop"]
+    assert mgr.pending(s.id) == 100_000
+
+
+def test_each_message_once_to_4_concurrent_consumers(mgr: torpor.Manager) -> None:
+    s = mgr.create({})
+    total = 4000
+    received: list[list[object]] = [[] for _ in range(4)]
+    done = threading.Event()
+
+    def consumer(k: int) -> None:
+        while not done.is_set() or mgr.pending(s.id):
+            received[k].extend(mgr.receive(s.id, max_messages=7, timeout=0.05))
+
+    threads = [threading.Thread(target=consumer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(total):
+        mgr.send(s.id, i, priority=(i % 10 == 0))
+    done.set()
+    for t in threads:
+        t.join()
+    everything = [m for part in received for m in part]
+    assert sorted(everything) == list(range(total))  # type: ignore[type-var]
+    assert sum(1 for part in received if part) >= 2  # the work was actually shared
+
+
+def test_cancel_wakes_a_blocked_receive(mgr: torpor.Manager) -> None:
+    s = mgr.create({})
+    outcome: list[BaseException] = []
+    started = threading.Event()
+
+    def consumer() -> None:
+        started.set()
+        try:
+            mgr.receive(s.id, timeout=30)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    started.wait()
+    _wait_until_blocked(mgr, s.id)
+    assert mgr.cancel(s.id) is True
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], SessionCancelled)
+    assert s.id not in mgr
+    with pytest.raises(SessionNotFound):
+        mgr.receive(s.id)
+
+
+def _wait_until_blocked(mgr: torpor.Manager, sid: str) -> None:
+    # Polls the mailbox's waiter count: no sleep for a threshold, just for the
+    # consumer thread to reach its wait.
+    box = mgr._mailbox._boxes  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not (sid in box and box[sid].waiters):
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
+def test_delete_wakes_a_blocked_receive_with_not_found(mgr: torpor.Manager) -> None:
+    s = mgr.create({})
+    outcome: list[BaseException] = []
+    t = threading.Thread(target=lambda: _catch(outcome, lambda: mgr.receive(s.id, timeout=30)))
+    t.start()
+    _wait_until_blocked(mgr, s.id)
+    mgr.delete(s.id)
+    t.join(timeout=10)
+    assert isinstance(outcome[0], SessionNotFound)
+
+
+def _catch(into: list[BaseException], fn: object) -> None:
+    try:
+        fn()  # type: ignore[operator]
+    except BaseException as exc:
+        into.append(exc)
+
+
+def test_cancel_discards_pending_messages(mgr: torpor.Manager) -> None:
+    s = mgr.create({}, session_id="c")
+    mgr.send(s.id, 1)
+    assert mgr.cancel(s.id)
+    assert not mgr.cancel(s.id)
+    again = mgr.create({}, session_id="c")
+    assert mgr.receive(again.id) == []
+
+
+def test_send_errors(mgr: torpor.Manager) -> None:
+    with pytest.raises(SessionNotFound):
+        mgr.send("missing", "x")
+    s = mgr.create({})
+    with pytest.raises(SerializationError):
+        mgr.send(s.id, {"bad": {1}})
+    assert mgr.pending(s.id) == 0
+    with pytest.raises(torpor.ConfigError):
+        mgr.receive(s.id, max_messages=0)
+
+
+def test_receive_waits_for_a_message(mgr: torpor.Manager) -> None:
+    s = mgr.create({})
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.extend(mgr.receive(s.id, timeout=30)))
+    t.start()
+    _wait_until_blocked(mgr, s.id)
+    mgr.send(s.id, "hello")
+    t.join(timeout=10)
+    assert got == ["hello"]
