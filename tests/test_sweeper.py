@@ -1,0 +1,76 @@
+"""The background sweeper and urgent close (DESIGN §5, §7)."""
+
+from __future__ import annotations
+
+import threading
+
+import torpor
+
+
+class Progress:
+    """Observer: counts hibernations and signals the first batch."""
+
+    def __init__(self) -> None:
+        self.hibernated = 0
+        self.first_batch = threading.Event()
+
+    def torpor_event(self, event: torpor.LifecycleEvent) -> None:
+        if event.kind is torpor.EventKind.HIBERNATED:
+            self.hibernated += event.count
+            self.first_batch.set()
+
+
+def _open(clock: torpor.ManualClock, **options: object) -> torpor.Manager:
+    # A long real-time interval: passes run only when the test kicks the sweeper.
+    return torpor.open(clock=clock, hibernate_after_ms=1000, cleanup_interval_ms=3_600_000, **options)
+
+
+def test_sweeper_hibernates_and_expires(clock: torpor.ManualClock) -> None:
+    with _open(clock) as mgr:
+        assert mgr.sweeper is not None
+        idle = mgr.create({}).id
+        doomed = mgr.create({}, timeout_ms=500).id
+        clock.advance(2000)
+        fresh = mgr.create({}).id
+        before = mgr.sweeper.passes
+        mgr.sweeper.kick()
+        assert mgr.sweeper.wait_for_pass(before)
+        assert mgr.peek(idle).hibernated  # type: ignore[union-attr]
+        assert not mgr.peek(fresh).hibernated  # type: ignore[union-attr]
+        assert len(mgr) == 2 and doomed not in mgr
+
+
+def test_no_sweeper_when_disabled(clock: torpor.ManualClock) -> None:
+    with torpor.open(clock=clock, hibernate_after_ms=None, cleanup_interval_ms=None) as mgr:
+        assert mgr.sweeper is None
+
+
+def _big_store(clock: torpor.ManualClock, progress: Progress, n: int) -> torpor.Manager:
+    mgr = _open(clock, plugins=[progress], sweep_batch_size=200)
+    for i in range(n):
+        mgr.create({"i": i})
+    clock.advance(5000)
+    return mgr
+
+
+def test_urgent_close_interrupts_a_sweep_without_draining(clock: torpor.ManualClock) -> None:
+    progress = Progress()
+    n = 20_000
+    mgr = _big_store(clock, progress, n)
+    assert mgr.sweeper is not None
+    mgr.sweeper.kick()
+    assert progress.first_batch.wait(30)
+    mgr.close(urgent=True)
+    assert mgr.closed
+    assert 0 < progress.hibernated < n  # stopped mid-sweep, not drained
+
+
+def test_plain_close_lets_the_running_pass_finish(clock: torpor.ManualClock) -> None:
+    progress = Progress()
+    n = 5_000
+    mgr = _big_store(clock, progress, n)
+    assert mgr.sweeper is not None
+    mgr.sweeper.kick()
+    assert progress.first_batch.wait(30)
+    mgr.close()
+    assert progress.hibernated == n
