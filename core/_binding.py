@@ -113,9 +113,7 @@ class Binding:
                     )
                 )
         self.dispatching = any(
-            impl.wrapper or impl.hookwrapper
-            for name in _SPEC_NAMES
-            for impl in self._impls(name)
+            impl.wrapper or impl.hookwrapper for name in _SPEC_NAMES for impl in self._impls(name)
         )
         self.fetch: Callable[[str], Any] = self._bind("torpor_fetch")  # type: ignore[assignment]
         self.store: Callable[[Any], None] = self._bind("torpor_store")  # type: ignore[assignment]

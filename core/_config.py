@@ -83,7 +83,16 @@ def parse_int(name: str, value: object, *, nullable: bool = False) -> int | None
 def _parse_bool(name: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+    if isinstance(value, str) and value.lower() in {
+        "1",
+        "true",
+        "yes",
+        "on",
+        "0",
+        "false",
+        "no",
+        "off",
+    }:
         return value.lower() in {"1", "true", "yes", "on"}
     raise ConfigError(f"option {name!r} needs true or false, not {value!r}")
 

@@ -98,9 +98,9 @@ class LocalMailbox:
             finally:
                 box.waiters -= 1
                 # A box lives while it holds messages or waiters; then it is dropped.
-                if not box.waiters and not box.priority and not box.normal:
-                    if self._boxes.get(session_id) is box:
-                        del self._boxes[session_id]
+                idle = not box.waiters and not box.priority and not box.normal
+                if idle and self._boxes.get(session_id) is box:
+                    del self._boxes[session_id]
 
     def pending(self, session_id: str) -> int:
         with self._cond:

@@ -31,7 +31,7 @@ Emit = Callable[[EventKind, "str | None", int, "int | None"], None]
 def as_record(value: object) -> Record | None:
     """What a backend returned -> a Record (None stays None)."""
     if value is None or type(value) is Record:
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, bytes | bytearray | memoryview):
         return Record.from_blob(bytes(value))
     if isinstance(value, Record):
@@ -76,7 +76,9 @@ class PassResult:
 
 
 class Maintenance:
-    def __init__(self, binding: Binding, batch_size: int, emit: Emit, discard: Callable[[str], None]):
+    def __init__(
+        self, binding: Binding, batch_size: int, emit: Emit, discard: Callable[[str], None]
+    ):
         self._b = binding
         self._batch = batch_size
         self._emit = emit
@@ -123,9 +125,7 @@ class Maintenance:
     # -- expiry ------------------------------------------------------------------
     def expire(self, now: int, stop: StopFlag) -> PassResult:
         result = PassResult()
-        for batch in self._candidates(
-            self._b.expired_ids, now, lambda r: r.is_expired(now), stop
-        ):
+        for batch in self._candidates(self._b.expired_ids, now, lambda r: r.is_expired(now), stop):
             removed: list[str] = []
             for sid in batch:
                 if stop():

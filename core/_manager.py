@@ -122,7 +122,9 @@ class Manager:
                 )
         return payload
 
-    def _emit(self, kind: EventKind, sid: str | None, count: int = 1, saved: int | None = None) -> None:
+    def _emit(
+        self, kind: EventKind, sid: str | None, count: int = 1, saved: int | None = None
+    ) -> None:
         if not self._b.observed:
             return
         try:
@@ -145,7 +147,7 @@ class Manager:
         *,
         name: str | None = None,
         session_id: str | None = None,
-        timeout_ms: int | None | _Default = DEFAULT,
+        timeout_ms: int | _Default | None = DEFAULT,
     ) -> Session:
         """Create a session atomically.  ``session_id`` given and in use: ``SessionExists``.
 
@@ -157,7 +159,9 @@ class Manager:
         if session_id is not None and name is not None:
             raise InvalidSessionId("pass name= or session_id=, not both", rule="name_and_id")
         sid = validate_id(session_id) if session_id is not None else generate_id(name)
-        timeout = self._default_timeout if isinstance(timeout_ms, _Default) else _timeout(timeout_ms)
+        timeout = (
+            self._default_timeout if isinstance(timeout_ms, _Default) else _timeout(timeout_ms)
+        )
         payload = self._encode(data)
         now = self._clock()
         record = Record(sid, now, now, timeout, 1, False, payload)
@@ -241,7 +245,9 @@ class Manager:
         return sum(1 for k in self._b.ids() if isinstance(k, str) and is_valid_id(k))
 
     # -- writes ------------------------------------------------------------------
-    def _rewrite(self, sid: str, now: int, change: Callable[[Record], Record | None]) -> Record | None:
+    def _rewrite(
+        self, sid: str, now: int, change: Callable[[Record], Record | None]
+    ) -> Record | None:
         """Apply ``change`` to the live record atomically.  Missing: None.  Expired:
         removed, None.  ``change`` returning None leaves the record as it is."""
         outcome: list[Record | None] = []
@@ -397,10 +403,14 @@ class Manager:
                 raise ManagerClosed("this manager is closed")
             now = self._clock()
             candidates = (as_record(v) for v in self._b.find(dict(criteria)))
-            sessions = (r.to_session() for r in candidates if r is not None and not r.is_expired(now))
+            sessions: Iterator[Session] = (
+                r.to_session() for r in candidates if r is not None and not r.is_expired(now)
+            )
         else:
             sessions = self.sessions()
-        return [s for s in sessions if all(k in s.data and s.data[k] == v for k, v in criteria.items())]
+        return [
+            s for s in sessions if all(k in s.data and s.data[k] == v for k, v in criteria.items())
+        ]
 
     def list_utf8_ids(self) -> list[str]:
         """Stored keys that are valid ids; foreign keys are skipped and logged."""

@@ -14,7 +14,7 @@ from torpor.errors import ConfigError, TorporError
 __all__ = ["check_backend_options", "open"]
 
 
-def open(  # noqa: A001 - the public name is fixed by the design
+def open(
     backend: str | object | None = None,
     *,
     config: object = None,

@@ -20,6 +20,7 @@ from typing import Any
 
 from torpor import codec
 from torpor._session import Session
+from torpor.errors import SerializationError
 
 __all__ = ["Record"]
 
@@ -50,7 +51,7 @@ class Record:
         meta, payload, compressed = codec.decode_envelope(blob)
         sid, created, accessed, timeout, version, hibernated = meta
         if compressed != hibernated:
-            raise codec.SerializationError(
+            raise SerializationError(
                 f"stored record for {sid!r} is inconsistent: hibernated={hibernated} "
                 f"but compressed={compressed}"
             )

@@ -76,13 +76,11 @@ def _load(ep: md.EntryPoint, kind: str) -> Callable[..., Any]:
             else f"reinstall {_dist_name(ep)} with its dependencies"
         )
         raise MissingDependency(
-            f"{kind} {ep.name!r} needs the module {exc.name!r}, which is not installed; "
-            f"fix: {fix}"
+            f"{kind} {ep.name!r} needs the module {exc.name!r}, which is not installed; fix: {fix}"
         ) from exc
     except Exception as exc:
         raise BackendNotFound(
-            f"{kind} {ep.name!r} from {_dist_name(ep)} failed to load: "
-            f"{type(exc).__name__}: {exc}"
+            f"{kind} {ep.name!r} from {_dist_name(ep)} failed to load: {type(exc).__name__}: {exc}"
         ) from exc
     if not callable(loaded):
         raise BackendNotFound(f"{kind} {ep.name!r} ({ep.value}) is not callable")

@@ -106,7 +106,7 @@ def decode_data(payload: bytes) -> dict[str, Any]:
         raise SerializationError(f"stored session data is corrupt: {exc}") from None
     if type(data) is not dict:
         raise SerializationError("stored session data is not a map")
-    return data  # type: ignore[no-any-return]
+    return data
 
 
 def _ok(value: Any) -> bool:
@@ -130,8 +130,7 @@ def _describe_problem(value: Any, path: str) -> str:
         for key, item in value.items():
             if type(key) is not str:
                 return (
-                    f"{path} has a key {key!r} of type {type(key).__name__}; "
-                    "dict keys must be str"
+                    f"{path} has a key {key!r} of type {type(key).__name__}; dict keys must be str"
                 )
             if not _ok(item):
                 return _describe_problem(item, f"{path}[{key!r}]")
@@ -199,6 +198,8 @@ def decode_envelope(blob: bytes) -> tuple[EnvelopeMeta, bytes, bool]:
         sid, created, accessed, timeout, version_, hibernated, payload = fields
     except (msgspec.DecodeError, ValueError, TypeError) as exc:
         raise SerializationError(f"stored record is corrupt: {exc}") from None
-    return (sid, created, accessed, timeout, version_, hibernated), payload, bool(
-        flags & FLAG_COMPRESSED
+    return (
+        (sid, created, accessed, timeout, version_, hibernated),
+        payload,
+        bool(flags & FLAG_COMPRESSED),
     )

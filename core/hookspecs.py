@@ -193,9 +193,7 @@ def torpor_transact(session_id: str, fn: TransactFn) -> None:
 
 
 @hookspec(firstresult=True)
-def torpor_iterate(
-    cursor: Any, batch_size: int
-) -> tuple[Sequence[Record | bytes], Any]:  # type: ignore[empty-body]
+def torpor_iterate(cursor: Any, batch_size: int) -> tuple[Sequence[Record | bytes], Any]:  # type: ignore[empty-body]
     """One batch of a native walk over all records.  Capability ``NATIVE_ITERATION``.
 
     ``cursor`` is None for the first batch, then whatever the previous call returned.

@@ -16,7 +16,9 @@ def test_backends_lists_ets_like_with_capabilities() -> None:
 
 
 def test_demo_prints_memory_before_and_after() -> None:
-    result = CliRunner().invoke(cli, ["demo", "--sessions", "400", "--backlog", "1000"], terminal_width=200)
+    result = CliRunner().invoke(
+        cli, ["demo", "--sessions", "400", "--backlog", "1000"], terminal_width=200
+    )
     assert result.exit_code == 0, result.output
     assert re.search(r"hibernate_idle\(30 s\): 360 sessions", result.output)
     before = re.search(r"before\s*│\s*400\s*│\s*400\s*│\s*0\s*│\s*([\d.,]+) MiB", result.output)
@@ -28,6 +30,8 @@ def test_demo_prints_memory_before_and_after() -> None:
 
 
 def test_bench_reports_ratios() -> None:
-    result = CliRunner().invoke(cli, ["bench", "--sessions", "100", "--calls", "300"], terminal_width=200)
+    result = CliRunner().invoke(
+        cli, ["bench", "--sessions", "100", "--calls", "300"], terminal_width=200
+    )
     assert result.exit_code == 0, result.output
     assert "get, fast path" in result.output and "dispatched through pluggy" in result.output

@@ -23,7 +23,9 @@ def test_counts_exactly_the_idle_sessions(mgr: torpor.Manager, clock: torpor.Man
     assert not any(mgr.peek(i).hibernated for i in fresh)  # type: ignore[union-attr]
 
 
-def test_leaves_last_accessed_and_expiry_alone(mgr: torpor.Manager, clock: torpor.ManualClock) -> None:
+def test_leaves_last_accessed_and_expiry_alone(
+    mgr: torpor.Manager, clock: torpor.ManualClock
+) -> None:
     s = mgr.create({"x": 1}, timeout_ms=1000)
     clock.advance(600)
     assert mgr.hibernate_idle(500) == 1
@@ -71,7 +73,9 @@ def test_update_and_touch_of_hibernated(mgr: torpor.Manager, clock: torpor.Manua
     assert not u.hibernated and u.data == {"n": 2}
 
 
-def test_hibernation_saves_memory_on_ets_like(ets: torpor.Manager, clock: torpor.ManualClock) -> None:
+def test_hibernation_saves_memory_on_ets_like(
+    ets: torpor.Manager, clock: torpor.ManualClock
+) -> None:
     import random
 
     mgr = ets
@@ -115,7 +119,16 @@ def test_events_reach_observers(open_mgr: OpenFn, clock: torpor.ManualClock) -> 
     clock.advance(20_000)
     mgr.cleanup_expired()
     kinds = [e.kind.value for e in seen]
-    assert kinds == ["created", "created", "hibernated", "woken", "deleted", "created", "cancelled", "expired"]
+    assert kinds == [
+        "created",
+        "created",
+        "hibernated",
+        "woken",
+        "deleted",
+        "created",
+        "cancelled",
+        "expired",
+    ]
     hib = seen[2]
     assert hib.count == 2 and hib.session_id is None
     assert seen[3].session_id == a.id

@@ -84,7 +84,9 @@ def test_256_with_astral_tail_refused() -> None:
         (None, "type", None),
     ],
 )
-def test_bad_ids_refused_with_rule_and_position(bad: object, rule: str, position: int | None) -> None:
+def test_bad_ids_refused_with_rule_and_position(
+    bad: object, rule: str, position: int | None
+) -> None:
     with pytest.raises(InvalidSessionId) as info:
         validate_id(bad)
     assert info.value.rule == rule

@@ -118,7 +118,9 @@ def test_save_optimistic(mgr: torpor.Manager) -> None:
     a = mgr.get(s.id)
     b = mgr.get(s.id)
     assert a is not None and b is not None
-    saved = mgr.save(torpor.Session(a.id, {"n": 2}, a.created_at, a.last_accessed, a.timeout_ms, a.version))
+    saved = mgr.save(
+        torpor.Session(a.id, {"n": 2}, a.created_at, a.last_accessed, a.timeout_ms, a.version)
+    )
     assert saved.version == 2
     with pytest.raises(Conflict):
         mgr.save(b)

@@ -22,7 +22,15 @@ def test_import_torpor_pulls_in_no_optional_or_test_dependency() -> None:
 
 def test_public_api_is_explicit_and_complete() -> None:
     exported = set(torpor.__all__)
-    assert {"open", "Manager", "Session", "Capability", "Stats", "ManualClock", "Record"} <= exported
+    assert {
+        "open",
+        "Manager",
+        "Session",
+        "Capability",
+        "Stats",
+        "ManualClock",
+        "Record",
+    } <= exported
     for name in torpor.__all__:
         assert hasattr(torpor, name), name
     for error in (

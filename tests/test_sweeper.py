@@ -22,7 +22,9 @@ class Progress:
 
 def _open(clock: torpor.ManualClock, **options: object) -> torpor.Manager:
     # A long real-time interval: passes run only when the test kicks the sweeper.
-    return torpor.open(clock=clock, hibernate_after_ms=1000, cleanup_interval_ms=3_600_000, **options)
+    return torpor.open(
+        clock=clock, hibernate_after_ms=1000, cleanup_interval_ms=3_600_000, **options
+    )
 
 
 def test_sweeper_hibernates_and_expires(clock: torpor.ManualClock) -> None:

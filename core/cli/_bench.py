@@ -8,6 +8,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import click
 from rich.console import Console
@@ -42,10 +43,16 @@ def bench(backend: str, count: int, calls: int, options: tuple[str, ...]) -> Non
         backend_options["path"] = tempfile.mkdtemp(prefix="torpor-bench-")
     payloads = [chat_session(rng) for _ in range(64)]
     rows: list[tuple[str, float, str]] = []
-    common = {"sweeper": False, "hibernate_after_ms": None, **backend_options}
-    with torpor.open(backend, **common) as fast, torpor.open(
-        _sibling(backend, backend_options), fast_path=False, sweeper=False, hibernate_after_ms=None
-    ) as dispatched:
+    common: dict[str, Any] = {"sweeper": False, "hibernate_after_ms": None, **backend_options}
+    with (
+        torpor.open(backend, **common) as fast,
+        torpor.open(
+            _sibling(backend, backend_options),
+            fast_path=False,
+            sweeper=False,
+            hibernate_after_ms=None,
+        ) as dispatched,
+    ):
         ids = [fast.create(payloads[i % 64]).id for i in range(count)]
         other = [dispatched.create(payloads[i % 64]).id for i in range(count)]
         get_fast = per_call_us(lambda i: fast.get(ids[i % count]), calls)

@@ -77,7 +77,10 @@ def demo(
         table = Table(title=f"hibernate_idle(30 s): {hibernated:,} sessions in {took:.2f} s")
         for column in ("", "sessions", "active", "hibernated", "session data", "process (traced)"):
             table.add_column(column, justify="right")
-        for label, st, traced in (("before", before, traced_before), ("after", after, traced_after)):
+        for label, st, traced in (
+            ("before", before, traced_before),
+            ("after", after, traced_after),
+        ):
             table.add_row(
                 label,
                 f"{st.sessions:,}",
@@ -96,7 +99,8 @@ def demo(
             )
 
         woken = mgr.get(ids[0])
-        assert woken is not None and not woken.hibernated
+        if woken is None or woken.hibernated:
+            raise click.ClickException("get() did not wake the session")  # a torpor bug
         console.print(f"get() woke {ids[0][:30]}...: {len(woken.data['history'])} turns intact")
 
         _iterate(console, mgr)
@@ -149,4 +153,3 @@ def _priority(console: Console, mgr: torpor.Manager, backlog: int) -> None:
         "cancel: a consumer blocked in receive() got SessionCancelled after "
         f"{(outcome['at'] - cancelled_at) * 1e3:.2f} ms"
     )
-

@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-_WORDS = (
+_TEXT = (
     "the session agent tool call result please answer context window token model "
     "reply summary file search query user assistant system plan step retry cache "
     "こんにちは 세션 مرحبا नमस्ते 你好 emoji🙂 café naïve"
-).split()
+)
+_WORDS = _TEXT.split()
 _NAMES = ["日本語", "한국어", "العربية", "हिन्दी", "中文", "emoji🚀", "Ελληνικά", "ไทย"]
 
 

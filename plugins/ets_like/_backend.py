@@ -164,11 +164,11 @@ def _measure(record: Record) -> int:
 
 def _deep_sizeof(value: object) -> int:
     size = sys.getsizeof(value)
-    if type(value) is dict:
+    if isinstance(value, dict):
         for key, item in value.items():
             size += sys.getsizeof(key) + _deep_sizeof(item)
-    elif type(value) is list or type(value) is tuple:
-        for item in value:  # type: ignore[attr-defined]
+    elif isinstance(value, list | tuple):
+        for item in value:
             size += _deep_sizeof(item)
     return size
 
