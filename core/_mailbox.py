@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from torpor.errors import SessionCancelled, SessionNotFound
@@ -26,13 +27,25 @@ class Mailbox(Protocol):
     def send(self, session_id: str, message: bytes, priority: bool) -> None:
         """Append ``message`` to the session's priority or normal lane."""
 
-    def receive(self, session_id: str, max_messages: int, timeout: float | None) -> list[bytes]:
+    def receive(
+        self,
+        session_id: str,
+        max_messages: int,
+        timeout: float | None,
+        alive: Callable[[], bool],
+    ) -> list[bytes]:
         """Take up to ``max_messages``: priority lane first, each lane FIFO, each message
         delivered to exactly one caller.  With nothing queued, wait up to ``timeout``
         seconds (None or 0: do not wait) and return ``[]`` if still nothing.  Taking a
         priority message must not cost more because normal messages are queued.  While
         waiting, raise ``SessionCancelled`` if the session is cancelled and
-        ``SessionNotFound`` if it is deleted."""
+        ``SessionNotFound`` if it is deleted.
+
+        ``alive()`` says whether the session still exists.  Call it once *after* this
+        receiver can be woken by ``cancel``/``discard`` and before blocking, and raise
+        ``SessionNotFound`` if it returns False: the manager deletes the session before
+        it cancels the mailbox, so this closes the window in which a cancel would
+        otherwise go unseen and the receiver would sleep for its whole timeout."""
         ...
 
     def pending(self, session_id: str) -> int:
@@ -79,7 +92,13 @@ class LocalMailbox:
             (box.priority if priority else box.normal).append(message)
             self._cond.notify_all()
 
-    def receive(self, session_id: str, max_messages: int, timeout: float | None) -> list[bytes]:
+    def receive(
+        self,
+        session_id: str,
+        max_messages: int,
+        timeout: float | None,
+        alive: Callable[[], bool],
+    ) -> list[bytes]:
         deadline = None if not timeout else time.monotonic() + timeout
         with self._cond:
             box = self._boxes.get(session_id)
@@ -87,6 +106,8 @@ class LocalMailbox:
                 box = self._boxes[session_id] = _Box()
             box.waiters += 1
             try:
+                if box.ended is None and not (box.priority or box.normal) and not alive():
+                    raise SessionNotFound(f"session {session_id!r} does not exist")
                 while True:
                     if box.ended is not None:
                         raise _ended(box.ended, session_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -187,7 +188,10 @@ class Sweeper:
     either lets the current pass finish or interrupts it at the next session.
     """
 
-    def __init__(self, work: Callable[[StopFlag], None], interval_s: float) -> None:
+    def __init__(
+        self, work: weakref.WeakMethod[Callable[[StopFlag], None]], interval_s: float
+    ) -> None:
+        # A weak reference: the thread must not keep a forgotten manager alive.
         self._work = work
         self._interval = interval_s
         self._wake = threading.Event()
@@ -229,12 +233,14 @@ class Sweeper:
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()
-            if self._stopping:
+            work = self._work()
+            if self._stopping or work is None:
                 return
             try:
-                self._work(self._should_stop)
+                work(self._should_stop)
             except Exception:  # a failing pass must not kill the sweeper
                 log.exception("torpor sweeper pass failed; will retry next interval")
+            del work  # hold the manager only while a pass runs
             with self._passes_cond:
                 self._passes += 1
                 self._passes_cond.notify_all()

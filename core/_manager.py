@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final
@@ -84,7 +85,9 @@ class Manager:
         cleanup = options["cleanup_interval_ms"]
         periods = [p for p in (self._hibernate_after, cleanup) if p]
         if options["sweeper"] and periods:
-            self._sweeper = Sweeper(self.run_maintenance, max(0.05, min(periods) / 2000))
+            self._sweeper = Sweeper(
+                weakref.WeakMethod(self.run_maintenance), max(0.05, min(periods) / 2000)
+            )
 
     # -- properties --------------------------------------------------------------
     @property
@@ -483,8 +486,11 @@ class Manager:
             raise ConfigError("max_messages must be a whole number >= 1")
         if timeout is not None and timeout < 0:
             raise ConfigError("timeout must be None or >= 0 seconds")
-        self._require_live(sid)
-        return [codec.decode_value(m) for m in self._mailbox.receive(sid, max_messages, timeout)]
+        now = self._clock
+        raw = self._mailbox.receive(
+            sid, max_messages, timeout, lambda: self._live(sid, now()) is not None
+        )
+        return [codec.decode_value(m) for m in raw]
 
     def pending(self, session_id: str) -> int:
         """How many messages wait for the session."""

@@ -141,3 +141,38 @@ def test_observer_failure_does_not_break_calls(open_mgr: OpenFn) -> None:
 
     mgr = open_mgr(plugins=[Broken()])
     assert mgr.create({}).version == 1
+
+
+def test_native_sweeps_do_not_scan_the_store(clock: torpor.ManualClock) -> None:
+    from collections.abc import Generator
+    from typing import Any
+
+    class Count:
+        def __init__(self) -> None:
+            self.calls: dict[str, int] = {}
+
+        def _hit(self, name: str) -> None:
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+        @torpor.hookimpl(wrapper=True)
+        def torpor_fetch(self, session_id: str) -> Generator[None, Any, Any]:
+            self._hit("fetch")
+            return (yield)
+
+        @torpor.hookimpl(wrapper=True)
+        def torpor_iterate(self, cursor: Any, batch_size: int) -> Generator[None, Any, Any]:
+            self._hit("iterate")
+            return (yield)
+
+    count = Count()
+    with torpor.open("ets_like", clock=clock, sweeper=False, plugins=[count]) as mgr:
+        idle = [mgr.create({"i": i}, timeout_ms=1000).id for i in range(10)]
+        clock.advance(2000)
+        for i in range(5000):
+            mgr.create({"i": i}, timeout_ms=None)
+        count.calls.clear()
+        assert mgr.hibernate_idle(1500) == 10
+        assert mgr.cleanup_expired() == 10
+        assert count.calls.get("iterate", 0) == 0
+        assert count.calls["fetch"] == 20  # one re-check per candidate, nothing else
+        assert all(i not in mgr for i in idle)

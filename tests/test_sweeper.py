@@ -76,3 +76,19 @@ def test_plain_close_lets_the_running_pass_finish(clock: torpor.ManualClock) -> 
     assert progress.first_batch.wait(30)
     mgr.close()
     assert progress.hibernated == n
+
+
+def test_a_forgotten_manager_does_not_keep_its_sweeper_alive(clock: torpor.ManualClock) -> None:
+    import gc
+
+    mgr = _open(clock)
+    sweeper = mgr.sweeper
+    assert sweeper is not None
+    before = sweeper.passes
+    sweeper.kick()
+    assert sweeper.wait_for_pass(before)  # a pass ran, and its reference was released
+    del mgr
+    gc.collect()
+    sweeper.kick()
+    sweeper._thread.join(timeout=10)
+    assert not sweeper._thread.is_alive()

@@ -34,7 +34,15 @@ def per_call_us(fn: Callable[[int], object], calls: int, repeats: int = 5) -> fl
 @click.option("--sessions", "count", default=10_000, show_default=True)
 @click.option("--calls", default=20_000, show_default=True, help="Calls per timed run.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Backend option.")
-def bench(backend: str, count: int, calls: int, options: tuple[str, ...]) -> None:
+@click.option(
+    "--urgent-close",
+    "urgent_sessions",
+    default=0,
+    help="Also time close(urgent=True) in the middle of a sweep over this many sessions.",
+)
+def bench(
+    backend: str, count: int, calls: int, options: tuple[str, ...], urgent_sessions: int
+) -> None:
     """Cost of get/create: fast path vs pluggy dispatch vs the raw engine."""
     console = Console()
     rng = random.Random(1)
@@ -65,6 +73,15 @@ def bench(backend: str, count: int, calls: int, options: tuple[str, ...]) -> Non
             ("peek, fast path", peek_fast, f"{peek_fast / get_fast:.2f}x of get"),
             ("create, fast path", create_fast, ""),
         ]
+    if urgent_sessions:
+        latency, done = _urgent_close(backend, backend_options, urgent_sessions)
+        rows.append(
+            (
+                f"close(urgent=True) mid-sweep ({done:,}/{urgent_sessions:,} hibernated)",
+                latency,
+                "",
+            )
+        )
     table = Table(title=f"torpor bench: {backend}, {count:,} sessions of ~3 KB")
     table.add_column("operation")
     table.add_column("µs per call", justify="right")
@@ -72,6 +89,40 @@ def bench(backend: str, count: int, calls: int, options: tuple[str, ...]) -> Non
     for name, cost, ratio in rows:
         table.add_row(name, f"{cost:.2f}", ratio)
     console.print(table)
+
+
+def _urgent_close(backend: str, options: dict[str, str], count: int) -> tuple[float, int]:
+    """Start a sweep over ``count`` idle sessions, close urgently once it is under way;
+    return (µs that close took, sessions hibernated before it stopped)."""
+    import threading
+
+    clock = torpor.ManualClock()
+    progress = {"hibernated": 0}
+    under_way = threading.Event()
+
+    class Watch:
+        def torpor_event(self, event: torpor.LifecycleEvent) -> None:
+            if event.kind is torpor.EventKind.HIBERNATED:
+                progress["hibernated"] += event.count
+                under_way.set()
+
+    mgr = torpor.open(
+        backend,
+        clock=clock,
+        hibernate_after_ms=1_000,
+        cleanup_interval_ms=3_600_000,
+        plugins=[Watch()],
+        **options,
+    )
+    for i in range(count):
+        mgr.create({"i": i})
+    clock.advance(10_000)
+    assert mgr.sweeper is not None
+    mgr.sweeper.kick()
+    under_way.wait()
+    started = time.perf_counter()
+    mgr.close(urgent=True)
+    return (time.perf_counter() - started) * 1e6, progress["hibernated"]
 
 
 def _sibling(backend: str, options: dict[str, str]) -> str:
