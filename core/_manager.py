@@ -23,6 +23,7 @@ from torpor.errors import (
     Conflict,
     InvalidSessionId,
     ManagerClosed,
+    SerializationError,
     SessionExists,
     SessionNotFound,
     SessionTooLarge,
@@ -282,16 +283,7 @@ class Manager:
 
         def modify(record: Record) -> Record:
             new_data = fn(record.to_session().data)
-            payload = self._encode(new_data)
-            return Record(
-                sid,
-                record.created_at,
-                max(now, record.last_accessed),
-                record.timeout_ms,
-                record.version + 1,
-                False,
-                payload,
-            )
+            return record.rewritten(self._encode(new_data), now)
 
         result = self._rewrite(sid, now, modify)
         if result is None:
@@ -306,7 +298,7 @@ class Manager:
         stored timeout is kept.
         """
         if not isinstance(session, Session):
-            raise TypeError(f"save() takes a torpor.Session, not {type(session).__name__}")
+            raise SerializationError(f"save() takes a torpor.Session, not {type(session).__name__}")
         sid = self._check(session.id)
         payload = self._encode(session.data)
         now = self._clock()
@@ -317,15 +309,7 @@ class Manager:
                     f"session {sid!r} is at version {record.version}, your copy is at "
                     f"{session.version}; get() it again and reapply your change"
                 )
-            return Record(
-                sid,
-                record.created_at,
-                max(now, record.last_accessed),
-                record.timeout_ms,
-                record.version + 1,
-                False,
-                payload,
-            )
+            return record.rewritten(payload, now)
 
         result = self._rewrite(sid, now, replace)
         if result is None:

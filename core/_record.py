@@ -109,6 +109,13 @@ class Record:
             self.payload, self.data,
         )  # fmt: skip
 
+    def rewritten(self, payload: bytes, now: int) -> Record:
+        """The next version with new data (stored active, touched at ``now``)."""
+        return Record(
+            self.id, self.created_at, max(now, self.last_accessed), self.timeout_ms,
+            self.version + 1, False, payload, None,
+        )  # fmt: skip
+
     def with_timeout(self, timeout_ms: int | None) -> Record:
         return Record(
             self.id, self.created_at, self.last_accessed, timeout_ms, self.version,

@@ -30,7 +30,9 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_third_party_backend_by_name(site: Path) -> None:
+@pytest.fixture
+def thirdparty(site: Path) -> Path:
+    """A well-behaved third-party backend named ``thirdparty``."""
     make_dist(
         site,
         "thirdparty_dist",
@@ -38,6 +40,10 @@ def test_third_party_backend_by_name(site: Path) -> None:
         GOOD,
         {"torpor.backends": {"thirdparty": "tp_good:factory"}},
     )
+    return site
+
+
+def test_third_party_backend_by_name(thirdparty: Path) -> None:
     with torpor.open("thirdparty", flavour="mint", sweeper=False) as mgr:
         s = mgr.create({"a": 1})
         assert mgr.get(s.id).data == {"a": 1}  # type: ignore[union-attr]
@@ -46,14 +52,7 @@ def test_third_party_backend_by_name(site: Path) -> None:
         torpor.open("thirdparty", colour="red")
 
 
-def test_unknown_name_lists_installed(site: Path) -> None:
-    make_dist(
-        site,
-        "thirdparty_dist",
-        "tp_good",
-        GOOD,
-        {"torpor.backends": {"thirdparty": "tp_good:factory"}},
-    )
+def test_unknown_name_lists_installed(thirdparty: Path) -> None:
     with pytest.raises(torpor.BackendNotFound) as info:
         torpor.open("nosuch")
     assert (

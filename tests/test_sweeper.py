@@ -47,35 +47,28 @@ def test_no_sweeper_when_disabled(clock: torpor.ManualClock) -> None:
         assert mgr.sweeper is None
 
 
-def _big_store(clock: torpor.ManualClock, progress: Progress, n: int) -> torpor.Manager:
+def _close_mid_sweep(clock: torpor.ManualClock, n: int, *, urgent: bool) -> int:
+    """Fill a store with ``n`` idle sessions, start a sweep, close once the first batch
+    is done; return how many sessions the sweep hibernated in all."""
+    progress = Progress()
     mgr = _open(clock, plugins=[progress], sweep_batch_size=200)
     for i in range(n):
         mgr.create({"i": i})
     clock.advance(5000)
-    return mgr
+    assert mgr.sweeper is not None
+    mgr.sweeper.kick()
+    assert progress.first_batch.wait(30)
+    mgr.close(urgent=urgent)
+    assert mgr.closed
+    return progress.hibernated
 
 
 def test_urgent_close_interrupts_a_sweep_without_draining(clock: torpor.ManualClock) -> None:
-    progress = Progress()
-    n = 20_000
-    mgr = _big_store(clock, progress, n)
-    assert mgr.sweeper is not None
-    mgr.sweeper.kick()
-    assert progress.first_batch.wait(30)
-    mgr.close(urgent=True)
-    assert mgr.closed
-    assert 0 < progress.hibernated < n  # stopped mid-sweep, not drained
+    assert 0 < _close_mid_sweep(clock, 20_000, urgent=True) < 20_000  # stopped, not drained
 
 
 def test_plain_close_lets_the_running_pass_finish(clock: torpor.ManualClock) -> None:
-    progress = Progress()
-    n = 5_000
-    mgr = _big_store(clock, progress, n)
-    assert mgr.sweeper is not None
-    mgr.sweeper.kick()
-    assert progress.first_batch.wait(30)
-    mgr.close()
-    assert progress.hibernated == n
+    assert _close_mid_sweep(clock, 5_000, urgent=False) == 5_000
 
 
 def test_a_forgotten_manager_does_not_keep_its_sweeper_alive(clock: torpor.ManualClock) -> None:
