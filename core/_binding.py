@@ -40,6 +40,7 @@ CAPABILITY_HOOKS: Final = {
     Capability.NATIVE_HIBERNATION: "torpor_idle_ids",
     Capability.NATIVE_EXPIRY: "torpor_expired_ids",
     Capability.SECONDARY_INDEX: "torpor_find",
+    # (SECONDARY_INDEX also needs torpor_create_index; checked below.)
     Capability.SHARED_MAILBOX: "torpor_mailbox",
 }
 _SPEC_NAMES: Final = frozenset(n for n in dir(hookspecs) if n.startswith("torpor_"))
@@ -112,6 +113,13 @@ class Binding:
                         else f"claims {capability.name} but does not implement {hook}"
                     )
                 )
+        if (Capability.SECONDARY_INDEX in self.capabilities) != bool(
+            self._backend_impls("torpor_create_index")
+        ):
+            raise ConfigError(
+                f"backend {type(backend).__name__}: SECONDARY_INDEX goes with both "
+                "torpor_find and torpor_create_index"
+            )
         self.dispatching = any(
             impl.wrapper or impl.hookwrapper for name in _SPEC_NAMES for impl in self._impls(name)
         )
@@ -124,6 +132,7 @@ class Binding:
         self.expired_ids = self._bind("torpor_expired_ids")
         self.count = self._bind("torpor_count")
         self.find = self._bind("torpor_find")
+        self.create_index = self._bind("torpor_create_index")
         self.stats = self._bind("torpor_stats")
         self.mailbox = self._bind("torpor_mailbox")
         native_transact = self._bind("torpor_transact")

@@ -399,6 +399,21 @@ class Manager:
             s for s in sessions if all(k in s.data and s.data[k] == v for k, v in criteria.items())
         ]
 
+    def create_index(self, field: str) -> None:
+        """Ask the backend to index ``data[field]`` for ``find``.  Backends without
+        secondary indexes raise ``UnsupportedOperation`` (``find`` still works there,
+        by scanning)."""
+        if self._closed:
+            raise ManagerClosed("this manager is closed")
+        if not isinstance(field, str) or not field:
+            raise ConfigError("an index field must be a non-empty str")
+        if self._b.create_index is None:
+            raise UnsupportedOperation(
+                f"backend {self.backend_name!r} has no secondary indexes; find() works "
+                "without them by scanning, or use a backend with SECONDARY_INDEX"
+            )
+        self._b.create_index(field)
+
     def list_utf8_ids(self) -> list[str]:
         """Stored keys that are valid ids; foreign keys are skipped and logged."""
         if self._closed:

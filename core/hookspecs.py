@@ -237,6 +237,12 @@ def torpor_find(criteria: Mapping[str, Any]) -> Sequence[Record | bytes]:  # typ
 
 
 @hookspec(firstresult=True)
+def torpor_create_index(field: str) -> None:
+    """Index ``data[field]`` so that ``torpor_find`` answers through it.  Capability
+    ``SECONDARY_INDEX`` (implemented together with ``torpor_find``).  Idempotent."""
+
+
+@hookspec(firstresult=True)
 def torpor_stats() -> BackendStats:  # type: ignore[empty-body]
     """Counts and memory the backend knows cheaply.  Optional; fields may be None."""
 

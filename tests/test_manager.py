@@ -263,3 +263,10 @@ def test_context_manager_closes(open_mgr: OpenFn) -> None:
     with open_mgr() as mgr:
         mgr.create({})
     assert mgr.closed
+
+
+def test_create_index_without_secondary_indexes_is_unsupported(mgr: torpor.Manager) -> None:
+    with pytest.raises(torpor.UnsupportedOperation, match="find\\(\\) works"):
+        mgr.create_index("user")
+    with pytest.raises(torpor.ConfigError):
+        mgr.create_index("")

@@ -53,7 +53,11 @@ class EtsLikeBackend:
             Capability.NATIVE_EXPIRY,
         )
 
-    def torpor_close(self) -> None:
+    def torpor_close(self, urgent: bool) -> None:
+        # Freeing a million live sessions takes longer than an urgent close may; the
+        # memory goes when the manager is dropped.  An orderly close frees it now.
+        if urgent:
+            return
         with self._lock:
             self._entries.clear()
             self._order = SeqIndex()

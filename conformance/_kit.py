@@ -1,0 +1,87 @@
+"""``Kit``: what a conformance test gets from the ``kit`` fixture."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torpor
+from torpor import Capability
+from torpor.conformance._target import Target
+
+__all__ = ["STEP_MS", "Kit"]
+
+STEP_MS = 10_000
+"""The kit's unit of time.  Tests that rely on ``get`` refreshing ``last_accessed``
+move the clock by at least this much, so a backend may coalesce touches at any
+resolution below it (see ``torpor_touch_resolution_ms``)."""
+
+
+class Kit:
+    """Opens managers over one fresh storage folder, with a shared manual clock."""
+
+    def __init__(self, target: Target, storage: Path) -> None:
+        self.target = target
+        self.storage = storage
+        self.clock = torpor.ManualClock()
+        self._open: list[torpor.Manager] = []
+
+    def open(self, **options: Any) -> torpor.Manager:
+        """A manager over this test's storage.  No sweeper unless asked for."""
+        options.setdefault("sweeper", False)
+        backend = self.target.make_backend(self.storage)
+        mgr = torpor.open(backend, clock=self.clock, **options)
+        self._open.append(mgr)
+        return mgr
+
+    def reopen(self, mgr: torpor.Manager, **options: Any) -> torpor.Manager:
+        """Close ``mgr`` and open a new manager over the same storage."""
+        mgr.close()
+        return self.open(**options)
+
+    def close_all(self) -> None:
+        for mgr in reversed(self._open):
+            mgr.close()
+        self._open.clear()
+
+    def in_processes(self, count: int, op: str, **params: Any) -> list[Any]:
+        """Run ``op`` (see ``torpor.conformance._child``) in ``count`` fresh Python
+        processes over this test's storage, all started before any is awaited; return
+        their JSON results.  The target travels as JSON, never pickled."""
+        request = json.dumps(
+            {
+                "target": json.loads(self.target.to_json()),
+                "storage": str(self.storage),
+                "now": self.clock(),
+                "op": op,
+                "params": params,
+            }
+        )
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "torpor.conformance._child"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(count)
+        ]
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(request)
+            proc.stdin.close()
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            if proc.returncode != 0:
+                raise AssertionError(f"child process failed ({proc.returncode}):\n{err}")
+            results.append(json.loads(out))
+        return results
+
+
+def claims(mgr: torpor.Manager, *capabilities: Capability) -> bool:
+    return all(c in mgr.capabilities for c in capabilities)
