@@ -24,7 +24,9 @@ AREAS: dict[str, Area] = {
         Area("ids", "UTF-8 id corpus, exact code points", None, True),
         Area("expiry", "expiry boundary, cleanup_expired", Capability.NATIVE_EXPIRY, True),
         Area("hibernation", "hibernate_idle, wake, memory", Capability.NATIVE_HIBERNATION, True),
-        Area("iteration", "ids()/sessions() exactly once, memory", Capability.NATIVE_ITERATION, True),
+        Area(
+            "iteration", "ids()/sessions() exactly once, memory", Capability.NATIVE_ITERATION, True
+        ),
         Area("mailbox", "priority lanes, exactly once, cancel", Capability.SHARED_MAILBOX, True),
         Area("concurrency", "no lost updates", Capability.ATOMIC_UPDATE, True),
         Area("find", "find() and create_index()", Capability.SECONDARY_INDEX, True),

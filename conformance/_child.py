@@ -33,7 +33,9 @@ def _consume(mgr: torpor.Manager, session_id: str, idle_s: float) -> dict[str, A
     return {"received": got}
 
 
-def _send(mgr: torpor.Manager, session_id: str, messages: list[Any], priority: bool) -> dict[str, Any]:
+def _send(
+    mgr: torpor.Manager, session_id: str, messages: list[Any], priority: bool
+) -> dict[str, Any]:
     for message in messages:
         mgr.send(session_id, message, priority=priority)
     return {"sent": len(messages)}

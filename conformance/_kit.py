@@ -29,6 +29,13 @@ class Kit:
         self.clock = torpor.ManualClock()
         self._open: list[torpor.Manager] = []
 
+    def fresh_storage(self) -> Path:
+        """Switch to a new, empty storage folder (for each hypothesis example)."""
+        self._generation = getattr(self, "_generation", 0) + 1
+        self.storage = self.storage.parent / f"{self.storage.name.split('.')[0]}.{self._generation}"
+        self.storage.mkdir()
+        return self.storage
+
     def open(self, **options: Any) -> torpor.Manager:
         """A manager over this test's storage.  No sweeper unless asked for."""
         options.setdefault("sweeper", False)

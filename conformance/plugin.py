@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 
 from torpor import Capability
+from torpor.conformance import SUITE_DIR
 from torpor.conformance._areas import AREAS
 from torpor.conformance._kit import Kit
 from torpor.conformance._report import Matrix
 from torpor.conformance._target import Target
 
-SUITE_DIR = Path(__file__).resolve().parent / "suite"
 _MATRIX = pytest.StashKey[Matrix]()
 _KIT_ITEMS = pytest.StashKey[dict[str, str]]()  # nodeid -> area
 
@@ -111,9 +111,10 @@ def kit(
     """A :class:`Kit` over fresh storage; applies capability gates and deviations."""
     capabilities: frozenset[Capability] = torpor_profile["capabilities"]  # type: ignore[assignment]
     deviations: dict[str, str] = torpor_profile["deviations"]  # type: ignore[assignment]
-    marker = request.node.get_closest_marker("torpor_requires")
-    needed = [Capability.parse(c) for c in (marker.args if marker else ())]
-    missing = [c.name for c in needed if c not in capabilities]
+    needed = {
+        Capability.parse(c) for m in request.node.iter_markers("torpor_requires") for c in m.args
+    }
+    missing = sorted(c.name for c in needed if c not in capabilities)
     if missing:
         pytest.skip(f"missing: backend does not claim {', '.join(missing)}")
     name = request.node.originalname
@@ -212,7 +213,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     if not config.stash.get(_KIT_ITEMS, {}):
         return
     matrix = config.stash[_MATRIX]

@@ -100,6 +100,11 @@ class Manager:
         return self._clock
 
     @property
+    def touch_resolution_ms(self) -> int:
+        """Reads refresh ``last_accessed`` only when it is at least this old (0: always)."""
+        return self._touch_resolution
+
+    @property
     def sweeper(self) -> Sweeper | None:
         """The background sweeper, or None when automatic maintenance is off."""
         return self._sweeper

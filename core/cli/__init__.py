@@ -12,6 +12,7 @@ import sys
 import click
 
 from torpor.cli._bench import bench
+from torpor.cli._conformance import conformance
 from torpor.cli._demo import demo
 
 __all__ = ["main"]
@@ -64,6 +65,7 @@ def _capabilities_of(factory: object, torpor: object) -> str:
 
 cli.add_command(demo)
 cli.add_command(bench)
+cli.add_command(conformance)
 
 
 def main() -> None:

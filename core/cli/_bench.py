@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 import torpor
-from torpor.cli._sample import chat_session
+from torpor._sample import chat_session
 
 
 def per_call_us(fn: Callable[[int], object], calls: int, repeats: int = 5) -> float:

@@ -19,7 +19,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 import torpor
-from torpor.cli._sample import chat_session, utf8_name
+from torpor._sample import chat_session, utf8_name
 
 
 def _mib(n: int | None) -> str:

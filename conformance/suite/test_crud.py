@@ -1,0 +1,167 @@
+"""Create, read, update, save, touch, delete; the errors of DESIGN §4."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+import pytest
+
+import torpor
+from torpor.conformance._kit import Kit
+from torpor.conformance._marks import kit_module
+
+
+def test_create_get_peek_round_trip(kit: Kit) -> None:
+    mgr = kit.open()
+    data = {"s": "ü", "i": -(2**63), "u": 2**64 - 1, "f": 0.5, "b": b"\x00\xff", "n": None}
+    data |= {"t": True, "l": [1, [2, {"k": "v"}]], "tuple": (1, 2), "d": {"e": {}}}
+    s = mgr.create(data)
+    expected = {**data, "tuple": [1, 2]}
+    assert s.data == expected and s.version == 1 and not s.hibernated
+    assert s.created_at == s.last_accessed == kit.clock()
+    assert mgr.peek(s.id).data == expected  # type: ignore[union-attr]
+    kit.clock.advance(5)
+    got = mgr.get(s.id)
+    assert got is not None and got.data == expected and got.last_accessed == kit.clock()
+    assert mgr.get("never-created") is None and mgr.peek("never-created") is None
+
+
+def test_data_is_never_shared(kit: Kit) -> None:
+    mgr = kit.open()
+    mine = {"items": [1]}
+    s = mgr.create(mine)
+    mine["items"].append(2)
+    s.data["items"].append(3)
+    got = mgr.get(s.id)
+    assert got is not None and got.data == {"items": [1]}
+    got.data["items"].append(4)
+    assert mgr.peek(s.id).data == {"items": [1]}  # type: ignore[union-attr]
+
+
+def test_create_with_an_id_in_use(kit: Kit) -> None:
+    mgr = kit.open()
+    mgr.create({"first": True}, session_id="taken")
+    with pytest.raises(torpor.SessionExists):
+        mgr.create({"second": True}, session_id="taken")
+    assert mgr.peek("taken").data == {"first": True}  # type: ignore[union-attr]
+
+
+def test_generated_ids(kit: Kit) -> None:
+    mgr = kit.open()
+    ids = {mgr.create(name="名前").id for _ in range(50)}
+    assert len(ids) == 50 and all(i.startswith("session_名前_") for i in ids)
+    assert set(mgr.ids()) == ids
+
+
+def test_update_and_versions(kit: Kit) -> None:
+    mgr = kit.open()
+    s = mgr.create({"n": 0})
+    kit.clock.advance(7)
+    u = mgr.update(s.id, lambda d: {"n": d["n"] + 1})
+    assert u.data == {"n": 1} and u.version == 2 and u.last_accessed == kit.clock()
+    mgr.get(s.id)
+    mgr.touch(s.id)
+    mgr.set_timeout(s.id, 10**9)
+    assert mgr.peek(s.id).version == 2  # type: ignore[union-attr]  # no data written
+    with pytest.raises(torpor.SessionNotFound):
+        mgr.update("absent", lambda d: d)
+
+
+def test_update_that_raises_changes_nothing(kit: Kit) -> None:
+    mgr = kit.open()
+    s = mgr.create({"n": 1})
+
+    def fail(data: dict[str, int]) -> dict[str, int]:
+        data["n"] = 2
+        raise KeyError("mine")
+
+    with pytest.raises(KeyError, match="mine"):
+        mgr.update(s.id, fail)
+    with pytest.raises(torpor.SerializationError):
+        mgr.update(s.id, lambda d: {"n": {3}})
+    after = mgr.peek(s.id)
+    assert after is not None and after.data == {"n": 1} and after.version == 1
+
+
+def test_save_is_optimistic(kit: Kit) -> None:
+    mgr = kit.open()
+    s = mgr.create({"n": 0})
+    a, b = mgr.get(s.id), mgr.get(s.id)
+    assert a is not None and b is not None
+    first = torpor.Session(a.id, {"n": "a"}, a.created_at, a.last_accessed, a.timeout_ms, a.version)
+    assert mgr.save(first).version == 2
+    with pytest.raises(torpor.Conflict):
+        mgr.save(b)
+    assert mgr.peek(s.id).data == {"n": "a"}  # type: ignore[union-attr]
+
+
+def test_save_never_resurrects(kit: Kit) -> None:
+    mgr = kit.open()
+    s = mgr.create({"n": 0})
+    copy = mgr.get(s.id)
+    assert copy is not None and mgr.delete(s.id)
+    with pytest.raises(torpor.SessionNotFound):
+        mgr.save(copy)
+    assert mgr.peek(s.id) is None and s.id not in mgr and list(mgr.ids()) == []
+
+
+def test_touch_set_timeout_delete(kit: Kit) -> None:
+    mgr = kit.open()
+    s = mgr.create({}, timeout_ms=100)
+    kit.clock.advance(60)
+    assert mgr.touch(s.id)
+    kit.clock.advance(60)
+    assert s.id in mgr
+    stamp = mgr.peek(s.id).last_accessed  # type: ignore[union-attr]
+    kit.clock.advance(10)
+    assert mgr.set_timeout(s.id, None)
+    assert mgr.peek(s.id).last_accessed == stamp  # type: ignore[union-attr]
+    assert mgr.delete(s.id) is True and mgr.delete(s.id) is False
+    assert not mgr.touch(s.id) and not mgr.set_timeout(s.id, 5)
+    assert len(mgr) == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"x": {1}}, {"x": datetime.date(2020, 1, 1)}, {"x": uuid.uuid4()}, {7: "int key"},
+     {"x": [object()]}, {"x": 2**64}, {"x": bytearray(b"1")}, {"x": frozenset()}],
+)  # fmt: skip
+def test_unencodable_data_stores_nothing(kit: Kit, bad: dict) -> None:  # type: ignore[type-arg]
+    mgr = kit.open()
+    with pytest.raises(torpor.SerializationError):
+        mgr.create(bad, session_id="victim")
+    assert "victim" not in mgr and len(mgr) == 0
+
+
+def test_size_limit(kit: Kit) -> None:
+    mgr = kit.open(max_session_bytes=8192)
+    ok = mgr.create({"x": "a" * 7000})
+    with pytest.raises(torpor.SessionTooLarge):
+        mgr.create({"x": "a" * 9000}, session_id="huge")
+    with pytest.raises(torpor.SessionTooLarge):
+        mgr.update(ok.id, lambda d: {"x": "b" * 9000})
+    assert "huge" not in mgr and mgr.peek(ok.id).data == {"x": "a" * 7000}  # type: ignore[union-attr]
+
+
+def test_large_values_round_trip_exactly(kit: Kit) -> None:
+    mgr = kit.open()
+    blob = bytes(range(256)) * 3500  # 896,000 bytes, just under the default limit
+    text = "長い文字列" * 10_000
+    s = mgr.create({"blob": blob, "text": text})
+    got = mgr.get(s.id)
+    assert got is not None and got.data["blob"] == blob and got.data["text"] == text
+    kit.clock.advance(100)
+    assert mgr.hibernate_idle(10) == 1
+    assert mgr.get(s.id).data == {"blob": blob, "text": text}  # type: ignore[union-attr]
+
+
+def test_closed_manager(kit: Kit) -> None:
+    mgr = kit.open()
+    s = mgr.create({})
+    mgr.close()
+    with pytest.raises(torpor.ManagerClosed):
+        mgr.get(s.id)
+
+
+kit_module(globals(), "crud")

@@ -1,0 +1,57 @@
+"""A reopened persistent backend has everything it had (capability PERSISTENT)."""
+
+from __future__ import annotations
+
+import pytest
+
+import torpor
+from torpor.conformance._kit import STEP_MS, Kit
+from torpor.conformance._marks import kit_module
+
+
+def test_reopen_keeps_sessions_and_their_state(kit: Kit) -> None:
+    mgr = kit.open()
+    kept = mgr.create({"n": 1, "名": "値"}, session_id="日本語", timeout_ms=10 * STEP_MS)
+    mgr.update(kept.id, lambda d: {**d, "n": 2})
+    sleepy = mgr.create({"zzz": True}, timeout_ms=None)
+    gone = mgr.create({})
+    mgr.delete(gone.id)
+    kit.clock.advance(2 * STEP_MS)
+    mgr.touch(kept.id)
+    assert mgr.hibernate_idle(STEP_MS) == 1
+    before = {s.id: s for s in mgr.sessions()}
+
+    again = kit.reopen(mgr)
+    after = {s.id: s for s in again.sessions()}
+    assert after == before
+    assert after[sleepy.id].hibernated and not after[kept.id].hibernated
+    assert after[kept.id].version == 2 and after[kept.id].timeout_ms == 10 * STEP_MS
+    assert gone.id not in again and len(again) == 2
+    assert again.get(sleepy.id).data == {"zzz": True}  # type: ignore[union-attr]
+
+
+@pytest.mark.torpor_requires("shared_mailbox")
+def test_reopen_keeps_pending_messages(kit: Kit) -> None:
+    mgr = kit.open()
+    s = mgr.create({})
+    mgr.send(s.id, "normal-1")
+    mgr.send(s.id, "urgent", priority=True)
+    mgr.send(s.id, "normal-2")
+    again = kit.reopen(mgr)
+    assert again.receive(s.id, max_messages=10) == ["urgent", "normal-1", "normal-2"]
+
+
+def test_reopen_after_cleanup_and_save(kit: Kit) -> None:
+    mgr = kit.open()
+    doomed = mgr.create({}, timeout_ms=1)
+    s = mgr.create({"v": 1})
+    mgr.save(torpor.Session(s.id, {"v": 2}, s.created_at, s.last_accessed, s.timeout_ms, 1))
+    kit.clock.advance(2)
+    assert mgr.cleanup_expired() == 1
+    again = kit.reopen(mgr)
+    assert doomed.id not in again and again.peek(s.id).data == {"v": 2}  # type: ignore[union-attr]
+    with pytest.raises(torpor.Conflict):
+        again.save(s)
+
+
+kit_module(globals(), "persistence", "persistent")
