@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,11 @@ def _send(
     return {"sent": len(messages)}
 
 
-OPS = {"increment": _increment, "consume": _consume, "send": _send}
+OPS: dict[str, Callable[..., dict[str, Any]]] = {
+    "increment": _increment,
+    "consume": _consume,
+    "send": _send,
+}
 
 
 def main() -> None:

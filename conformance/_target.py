@@ -44,7 +44,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        return self.name or self.backend or getattr(self.build, "__qualname__", "backend")
+        return str(self.name or self.backend or getattr(self.build, "__qualname__", "backend"))
 
     @property
     def spawnable(self) -> bool:

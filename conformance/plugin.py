@@ -18,7 +18,7 @@ returning a :class:`torpor.conformance.Target` and pull the tests in with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -164,7 +164,7 @@ def pytest_collection_modifyitems(
     config.stash[_KIT_ITEMS] = kit_items
 
 
-def _refuse_overrides(item: pytest.Item, kit_tests: dict[str, object]) -> None:
+def _refuse_overrides(item: pytest.Item, kit_tests: Mapping[str, object]) -> None:
     """A kit test must run as shipped: tailoring goes through declared deviations."""
     function = getattr(item, "function", None)
     name = getattr(item, "originalname", item.name)

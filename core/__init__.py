@@ -15,7 +15,7 @@ from torpor._clock import Clock, ManualClock, system_clock
 from torpor._events import EventKind, LifecycleEvent
 from torpor._ids import MAX_ID_BYTES, generate_id, is_valid_id, validate_id
 from torpor._mailbox import LocalMailbox, Mailbox
-from torpor._manager import Manager
+from torpor._manager import Manager, SessionId
 from torpor._open import check_backend_options, open
 from torpor._record import Record
 from torpor._session import Session
@@ -63,6 +63,7 @@ __all__ = [
     "Session",
     "SessionCancelled",
     "SessionExists",
+    "SessionId",
     "SessionNotFound",
     "SessionTooLarge",
     "Stats",

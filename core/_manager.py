@@ -31,7 +31,10 @@ from torpor.errors import (
 )
 from torpor.hookspecs import DELETE
 
-__all__ = ["Manager"]
+__all__ = ["Manager", "SessionId"]
+
+SessionId = str | bytes
+"""A session id: a str, or its UTF-8 bytes (DESIGN §3)."""
 
 log = logging.getLogger("torpor")
 
@@ -190,7 +193,7 @@ class Manager:
         self._emit(EventKind.CREATED, sid)
         return record.to_session()
 
-    def get(self, session_id: str) -> Session | None:
+    def get(self, session_id: SessionId) -> Session | None:
         """The session, touched (and woken if hibernated); None if missing or expired
         (an expired one is removed)."""
         sid = self._check(session_id)
@@ -232,7 +235,7 @@ class Manager:
             self._emit(EventKind.WOKEN, sid)
         return result.to_session()
 
-    def peek(self, session_id: str) -> Session | None:
+    def peek(self, session_id: SessionId) -> Session | None:
         """The session without touching or waking it; None if missing or expired."""
         sid = self._check(session_id)
         record = self._live(sid, self._clock())
@@ -278,7 +281,9 @@ class Manager:
             return None
         return outcome[-1] if outcome else None
 
-    def update(self, session_id: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Session:
+    def update(
+        self, session_id: SessionId, fn: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> Session:
         """Atomic read-modify-write: ``fn`` gets a private copy of the data and returns
         the new data.  If ``fn`` raises, nothing changes and the exception propagates.
         ``fn`` may run more than once on backends that retry optimistic transactions.
@@ -321,24 +326,24 @@ class Manager:
             raise SessionNotFound(f"session {sid!r} was deleted or has expired; not saved")
         return result.to_session()
 
-    def touch(self, session_id: str) -> bool:
+    def touch(self, session_id: SessionId) -> bool:
         """Refresh ``last_accessed`` (a hibernated session stays hibernated)."""
         sid = self._check(session_id)
         now = self._clock()
         return self._rewrite(sid, now, lambda r: r.touched(max(now, r.last_accessed))) is not None
 
-    def set_timeout(self, session_id: str, timeout_ms: int | None) -> bool:
+    def set_timeout(self, session_id: SessionId, timeout_ms: int | None) -> bool:
         """Change the timeout (None: never expires) without touching the session."""
         sid = self._check(session_id)
         timeout = _timeout(timeout_ms)
         return self._rewrite(sid, self._clock(), lambda r: r.with_timeout(timeout)) is not None
 
-    def delete(self, session_id: str) -> bool:
+    def delete(self, session_id: SessionId) -> bool:
         """Delete; True if a live session existed.  Idempotent.  Pending messages go
         too, and consumers waiting on the session get ``SessionNotFound``."""
         return self._remove(session_id, EventKind.DELETED)
 
-    def _remove(self, session_id: str, kind: EventKind) -> bool:
+    def _remove(self, session_id: SessionId, kind: EventKind) -> bool:
         sid = self._check(session_id)
         now = self._clock()
         found: list[bool] = []
@@ -469,7 +474,7 @@ class Manager:
         if self._live(sid, self._clock()) is None:
             raise SessionNotFound(f"session {sid!r} does not exist (or has expired)")
 
-    def send(self, session_id: str, message: Any, *, priority: bool = False) -> None:
+    def send(self, session_id: SessionId, message: Any, *, priority: bool = False) -> None:
         """Queue ``message`` (any msgpack-able value) for the session.  Priority
         messages overtake every normal one."""
         sid = self._check(session_id)
@@ -478,7 +483,7 @@ class Manager:
         self._mailbox.send(sid, encoded, bool(priority))
 
     def receive(
-        self, session_id: str, *, max_messages: int = 1, timeout: float | None = None
+        self, session_id: SessionId, *, max_messages: int = 1, timeout: float | None = None
     ) -> list[Any]:
         """Up to ``max_messages`` messages, priority ones first, each delivered once.
 
@@ -496,11 +501,11 @@ class Manager:
         )
         return [codec.decode_value(m) for m in raw]
 
-    def pending(self, session_id: str) -> int:
+    def pending(self, session_id: SessionId) -> int:
         """How many messages wait for the session."""
         return self._mailbox.pending(self._check(session_id))
 
-    def cancel(self, session_id: str) -> bool:
+    def cancel(self, session_id: SessionId) -> bool:
         """Delete the session, drop its messages, and wake blocked consumers with
         ``SessionCancelled``.  True if the session existed."""
         return self._remove(session_id, EventKind.CANCELLED)

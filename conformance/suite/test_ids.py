@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 import torpor
@@ -48,9 +51,10 @@ def test_invalid_ids_are_refused_and_nothing_is_stored(kit: Kit, label: str) -> 
     bad = INVALID_IDS[label]
     with pytest.raises(torpor.InvalidSessionId):
         mgr.create({}, session_id=bad)  # type: ignore[arg-type]
-    for call in (mgr.get, mgr.peek, mgr.delete, mgr.touch):
+    calls: list[Callable[[Any], object]] = [mgr.get, mgr.peek, mgr.delete, mgr.touch]
+    for call in calls:
         with pytest.raises(torpor.InvalidSessionId):
-            call(bad)  # type: ignore[operator]
+            call(bad)
     assert len(mgr) == 0 and mgr.list_utf8_ids() == []
 
 

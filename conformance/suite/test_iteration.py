@@ -71,7 +71,7 @@ def test_native_iteration_memory_stays_flat(kit: Kit) -> None:
     mgr = kit.open()
 
     def peak(size: int) -> int:
-        while len(mgr) < size:
+        for _ in range(size - len(mgr)):
             mgr.create({"pad": "x" * 50})
         tracemalloc.start()
         try:

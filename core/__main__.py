@@ -1,0 +1,5 @@
+"""``python -m torpor``: the same as the ``torpor`` command."""
+
+from torpor.cli import main
+
+main()
