@@ -111,3 +111,37 @@ def _env_with_root() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def _user_suite(tmp_path: Path, target: str, module: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "conftest.py").write_text(
+        "import pytest\nfrom torpor.conformance import Target\n"
+        "pytest_plugins = ['torpor.conformance.plugin']\n"
+        f"@pytest.fixture(scope='session')\ndef torpor_target():\n    return {target}\n"
+    )
+    (tmp_path / "test_mine.py").write_text(module)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", str(tmp_path), "-q", "-p", "no:cacheprovider",
+         f"--rootdir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env_with_root(),
+    )  # fmt: skip
+
+
+def test_a_suite_that_drifted_to_fewer_tests_fails(tmp_path: Path) -> None:
+    proc = _user_suite(
+        tmp_path,
+        "Target(backend='ets_like')",
+        "from torpor.conformance.suite import test_case_is_kept  # noqa\n",
+    )
+    assert proc.returncode == 1, proc.stdout
+    assert "kit test(s) were not collected" in proc.stdout
+
+
+def test_a_deviation_naming_no_kit_test_is_an_error(tmp_path: Path) -> None:
+    proc = _user_suite(
+        tmp_path,
+        "Target(backend='ets_like', deviations={'test_that_does_not_exist': 'typo'})",
+        "from torpor.conformance.suite import *  # noqa\n",
+    )
+    assert proc.returncode != 0
+    assert "deviations name no kit test: ['test_that_does_not_exist']" in proc.stdout
