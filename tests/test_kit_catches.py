@@ -145,3 +145,16 @@ def test_a_deviation_naming_no_kit_test_is_an_error(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "deviations name no kit test: ['test_that_does_not_exist']" in proc.stdout
+
+
+def test_an_unknown_capability_name_is_an_error(tmp_path: Path) -> None:
+    proc = _user_suite(
+        tmp_path,
+        "Target(backend='ets_like')",
+        "import pytest\n"
+        "@pytest.mark.torpor_area('ids')\n"
+        "@pytest.mark.torpor_requires('teleportation')\n"
+        "def test_my_extra(kit):\n    pass\n",
+    )
+    assert proc.returncode != 0
+    assert "unknown capability 'teleportation'" in proc.stdout + proc.stderr
