@@ -21,7 +21,7 @@ kit decides between native and fallback tests from the claims.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, cast
 
 import pluggy
@@ -29,7 +29,7 @@ import pluggy
 from torpor import hookspecs
 from torpor._capabilities import Capability
 from torpor.errors import ConfigError
-from torpor.hookspecs import DELETE, TransactFn
+from torpor.hookspecs import DELETE, BatchFn, TransactFn
 
 __all__ = ["CAPABILITY_HOOKS", "REQUIRED_HOOKS", "Binding", "make_plugin_manager"]
 
@@ -137,6 +137,15 @@ class Binding:
         self.mailbox = self._bind("torpor_mailbox")
         native_transact = self._bind("torpor_transact")
         self.native_transact = native_transact is not None
+        if self._backend_impls("torpor_transact_batch") and not self.native_transact:
+            raise ConfigError(
+                f"backend {type(backend).__name__} implements torpor_transact_batch "
+                "without torpor_transact"
+            )
+        native_batch = self._bind("torpor_transact_batch")
+        self.transact_batch: Callable[[Sequence[str], BatchFn], None] = (
+            native_batch if native_batch is not None else self._each_transact
+        )
         self.transact: Callable[[str, TransactFn], None] = (
             native_transact if native_transact is not None else self._locked_transact
         )
@@ -174,6 +183,11 @@ class Binding:
                 self.delete(session_id)
             else:
                 self.store(change)
+
+    def _each_transact(self, session_ids: Sequence[str], fn: BatchFn) -> None:
+        """Fallback for ``torpor_transact_batch``: one transaction per id."""
+        for sid in session_ids:
+            self.transact(sid, lambda current, sid=sid: fn(sid, current))  # type: ignore[misc]
 
     def call_all(self, name: str, **kwargs: Any) -> None:
         """Call a non-data hook on every plugin (open, close, events)."""

@@ -86,74 +86,63 @@ class Maintenance:
         self._discard_mail = discard
 
     # -- hibernation -------------------------------------------------------------
+    # Each batch records every id's *last* decision: a backend that retries a batch
+    # (calling fn again for each id) then counts each session once, exactly.
     def hibernate(self, cutoff: int, stop: StopFlag) -> PassResult:
         result = PassResult()
-        for batch in self._candidates(
-            self._b.idle_ids,
-            cutoff,
-            lambda r: not r.hibernated and r.last_accessed < cutoff,
-            stop,
-        ):
-            done_before = result.count
-            for sid in batch:
-                if stop():
-                    result.interrupted = True
-                    break
-                self._hibernate_one(sid, cutoff, result)
-            converted = result.count - done_before
-            if converted:
-                self._emit(EventKind.HIBERNATED, None, converted, None)
-            if result.interrupted or (self._b.idle_ids is not None and not converted):
-                break
-        return result
+        saved: dict[str, int] = {}
 
-    def _hibernate_one(self, sid: str, cutoff: int, result: PassResult) -> None:
-        def compact(current: object) -> Record | None:
+        def compact(sid: str, current: object) -> Record | None:
+            saved.pop(sid, None)
+            if stop():
+                result.interrupted = True
+                return None
             record = as_record(current)
             if record is None or record.hibernated or record.last_accessed >= cutoff:
                 return None
-            before = len(record.encoded_payload())
             compacted = record.compacted()
-            saved.append(before - len(compacted.payload or b""))
+            saved[sid] = len(record.encoded_payload()) - len(compacted.payload or b"")
             return compacted
 
-        saved: list[int] = []
-        self._b.transact(sid, compact)
-        if saved:
-            result.count += 1
-            result.bytes_saved += saved[-1]
+        for batch in self._candidates(
+            self._b.idle_ids, cutoff, lambda r: not r.hibernated and r.last_accessed < cutoff, stop
+        ):
+            saved.clear()
+            self._b.transact_batch(batch, compact)
+            result.count += len(saved)
+            result.bytes_saved += sum(saved.values())
+            if saved:
+                self._emit(EventKind.HIBERNATED, None, len(saved), sum(saved.values()))
+            if result.interrupted or (self._b.idle_ids is not None and not saved):
+                break
+        return result
 
-    # -- expiry ------------------------------------------------------------------
     def expire(self, now: int, stop: StopFlag) -> PassResult:
         result = PassResult()
+        removed: set[str] = set()
+
+        def drop(sid: str, current: object) -> object:
+            removed.discard(sid)
+            if stop():
+                result.interrupted = True
+                return None
+            record = as_record(current)
+            if record is None or not record.is_expired(now):
+                return None
+            removed.add(sid)
+            return DELETE
+
         for batch in self._candidates(self._b.expired_ids, now, lambda r: r.is_expired(now), stop):
-            removed: list[str] = []
-            for sid in batch:
-                if stop():
-                    result.interrupted = True
-                    break
-                if self.remove_if_expired(sid, now):
-                    removed.append(sid)
+            removed.clear()
+            self._b.transact_batch(batch, drop)  # type: ignore[arg-type]
+            for sid in removed:
+                self._discard_mail(sid)
             result.count += len(removed)
             if removed:
                 self._emit(EventKind.EXPIRED, None, len(removed), None)
             if result.interrupted or (self._b.expired_ids is not None and not removed):
                 break
         return result
-
-    def remove_if_expired(self, sid: str, now: int) -> bool:
-        def drop(current: object) -> object:
-            record = as_record(current)
-            if record is not None and record.is_expired(now):
-                dropped.append(True)
-                return DELETE
-            return None
-
-        dropped: list[bool] = []
-        self._b.transact(sid, drop)  # type: ignore[arg-type]
-        if dropped:
-            self._discard_mail(sid)
-        return bool(dropped)
 
     # -- candidates --------------------------------------------------------------
     def _candidates(

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from torpor._mailbox import Mailbox
     from torpor._record import Record
 
-__all__ = ["DELETE", "PROJECT", "TransactFn", "hookimpl", "hookspec"]
+__all__ = ["DELETE", "PROJECT", "BatchFn", "TransactFn", "hookimpl", "hookspec"]
 
 PROJECT = "torpor"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -87,6 +87,7 @@ class _Delete:
 DELETE = _Delete()
 
 TransactFn = Callable[["Record | bytes | None"], "Record | _Delete | None"]
+BatchFn = Callable[[str, "Record | bytes | None"], "Record | _Delete | None"]
 
 
 # ---------------------------------------------------------------------------------
@@ -189,6 +190,18 @@ def torpor_transact(session_id: str, fn: TransactFn) -> None:
     called more than once if the backend retries an optimistic transaction, so it must
     have no effect besides its return value.  Without this hook the manager serialises
     writers with an in-process lock per id, which is atomic only within one process.
+    """
+
+
+@hookspec(firstresult=True)
+def torpor_transact_batch(session_ids: Sequence[str], fn: BatchFn) -> None:
+    """``torpor_transact`` for several sessions in one transaction.  Optional, and only
+    with ``torpor_transact`` (it is part of ``ATOMIC_UPDATE``).
+
+    Call ``fn(session_id, current)`` for each id in order, applying each result as
+    ``torpor_transact`` would, all in one atomic transaction.  Sweeps use it to
+    hibernate or expire a batch with one commit instead of one per session.  Without
+    it the manager calls ``torpor_transact`` once per id.
     """
 
 
