@@ -1,6 +1,6 @@
 """Entry point of the kit's child processes: ``python -m torpor.conformance._child``.
 
-Reads one JSON request on stdin, opens the target over the given storage, performs the
+Reads one JSON request from the file named on the command line, opens the target over the given storage, performs the
 operation, prints a JSON result.  Used by the multi-process tests.
 """
 
@@ -50,7 +50,7 @@ OPS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def main() -> None:
-    request = json.loads(sys.stdin.read())
+    request = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     target = Target(backend=request["target"]["backend"], options=request["target"]["options"])
     backend = target.make_backend(Path(request["storage"]))
     now = int(request["now"])

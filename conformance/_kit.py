@@ -57,7 +57,7 @@ class Kit:
     def in_processes(self, count: int, op: str, **params: Any) -> list[Any]:
         """Run ``op`` (see ``torpor.conformance._child``) in ``count`` fresh Python
         processes over this test's storage, all started before any is awaited; return
-        their JSON results.  The target travels as JSON, never pickled."""
+        their JSON results.  The target travels as a JSON file, never pickled."""
         request = json.dumps(
             {
                 "target": json.loads(self.target.to_json()),
@@ -67,20 +67,17 @@ class Kit:
                 "params": params,
             }
         )
+        request_file = self.storage.parent / f"request-{op}.json"
+        request_file.write_text(request, encoding="utf-8")
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "torpor.conformance._child"],
-                stdin=subprocess.PIPE,
+                [sys.executable, "-m", "torpor.conformance._child", str(request_file)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             for _ in range(count)
         ]
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write(request)
-            proc.stdin.close()
         results = []
         for proc in procs:
             out, err = proc.communicate(timeout=120)

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 import torpor
-from torpor.conformance._kit import Kit
+from torpor.conformance._kit import STEP_MS, Kit
 from torpor.conformance._marks import kit_module
 
 
@@ -21,7 +21,7 @@ def test_create_get_peek_round_trip(kit: Kit) -> None:
     assert s.data == expected and s.version == 1 and not s.hibernated
     assert s.created_at == s.last_accessed == kit.clock()
     assert mgr.peek(s.id).data == expected  # type: ignore[union-attr]
-    kit.clock.advance(5)
+    kit.clock.advance(STEP_MS)  # a read refreshes last_accessed (touch resolution < STEP_MS)
     got = mgr.get(s.id)
     assert got is not None and got.data == expected and got.last_accessed == kit.clock()
     assert mgr.get("never-created") is None and mgr.peek("never-created") is None

@@ -1,0 +1,19 @@
+"""``lmdb``: sessions in an LMDB environment: embedded, persistent, multi-process.
+
+Options (``torpor.open("lmdb", path=..., ...)``):
+
+``path``                 folder of the environment (required; created 0700, files 0600)
+``map_size``             initial map size in bytes (default 64 MiB); grows on its own
+``durability``           ``sync`` (default), ``nometasync`` or ``nosync``; see the guide
+``max_readers``          concurrent read transactions, all processes (default 126)
+``namespace``            prefix of the named databases, so applications can share one
+                         environment (default ``torpor``)
+``touch_resolution_ms``  reads refresh ``last_accessed`` at most this often (default 1000)
+"""
+
+import lmdb as _engine  # noqa: F401  (a missing extra fails here, with a clear hint)
+
+from torpor.plugins.lmdb._factory import create_backend
+from torpor.plugins.lmdb._backend import LmdbBackend
+
+__all__ = ["LmdbBackend", "create_backend"]
