@@ -1,7 +1,8 @@
 """Entry point of the kit's child processes: ``python -m torpor.conformance._child``.
 
-Reads one JSON request from the file named on the command line, opens the target over the given storage, performs the
-operation, prints a JSON result.  Used by the multi-process tests.
+Reads one JSON request from the file named on the command line, opens the target
+over the given storage, performs the operation, prints a JSON result.  Used by the
+multi-process tests.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Options (``torpor.open("lmdb", path=..., ...)``):
 
 import lmdb as _engine  # noqa: F401  (a missing extra fails here, with a clear hint)
 
-from torpor.plugins.lmdb._factory import create_backend
 from torpor.plugins.lmdb._backend import LmdbBackend
+from torpor.plugins.lmdb._factory import create_backend
 
 __all__ = ["LmdbBackend", "create_backend"]

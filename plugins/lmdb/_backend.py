@@ -6,6 +6,9 @@ Named databases, prefixed by the namespace (default ``torpor``)::
     <ns>.meta       id -> last_accessed, expiry time, flags (to keep the indexes exact)
     <ns>.idle       last_accessed (8 bytes, big-endian) + id -> ''   active sessions only
     <ns>.expiry     expiry time (8 bytes, big-endian) + id -> ''     sessions with a timeout
+    <ns>.fields     indexed field -> ''                              create_index() calls
+    <ns>.index      hash(field) + hash(value) + id -> ''             see _index.py
+    <ns>.entries    id -> its index keys, to remove them on rewrite
     <ns>.mail, <ns>.cancels, <ns>.counters                          the mailbox
 
 Big-endian stamps sort by time, so hibernation and expiry read the oldest entries of an
@@ -17,7 +20,7 @@ bytes, an index key 263.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,15 +29,19 @@ import lmdb
 from torpor import DELETE, BackendStats, Capability, Record
 from torpor.hookspecs import BatchFn, TransactFn
 from torpor.plugins.lmdb._env import SharedEnv, acquire_env, release_env
+from torpor.plugins.lmdb._index import entry_prefix, session_entries
 from torpor.plugins.lmdb._mailbox import LmdbMailbox
 
 __all__ = ["LmdbBackend"]
 
 _STAMP = struct.Struct(">Q")
-_META = struct.Struct(">QQB")  # last_accessed, expires_at, flags
+_META = struct.Struct(">QQQB")  # last_accessed, expires_at, version, flags
 _HIBERNATED: Final = 1
 _EXPIRES: Final = 2
-_NAMES: Final = ("sessions", "meta", "idle", "expiry", "mail", "cancels", "counters")
+_NAMES: Final = (
+    "sessions", "meta", "idle", "expiry", "fields", "index", "entries", "mail", "cancels",
+    "counters",
+)  # fmt: skip
 
 
 def _stamp(ms: int) -> bytes:
@@ -69,6 +76,7 @@ class LmdbBackend:
         dbs = shared.write(open_all)
         self._sessions, self._meta = dbs["sessions"], dbs["meta"]
         self._idle, self._expiry = dbs["idle"], dbs["expiry"]
+        self._fields, self._index, self._entries = dbs["fields"], dbs["index"], dbs["entries"]
         self._mailbox = LmdbMailbox(shared, dbs["mail"], dbs["cancels"], dbs["counters"])
 
     @property
@@ -89,6 +97,7 @@ class LmdbBackend:
             Capability.NATIVE_HIBERNATION,
             Capability.NATIVE_EXPIRY,
             Capability.SHARED_MAILBOX,
+            Capability.SECONDARY_INDEX,
         )
 
     def torpor_touch_resolution_ms(self) -> int:
@@ -170,6 +179,44 @@ class LmdbBackend:
 
         return self.shared.read(figures)
 
+    def torpor_create_index(self, field: str) -> None:
+        name = field.encode("utf-8")
+
+        def build(txn: lmdb.Transaction) -> None:
+            if txn.get(name, db=self._fields) is not None:
+                return
+            txn.put(name, b"", db=self._fields)
+            for key, blob in list(txn.cursor(db=self._sessions).iternext()):
+                data = Record.from_blob(blob).to_session().data
+                if field in data:
+                    entry = entry_prefix(field, data[field]) + key
+                    txn.put(entry, b"", db=self._index)
+                    old = txn.get(key, db=self._entries) or b""
+                    txn.put(key, _join([*_split(old), entry]), db=self._entries)
+
+        self.shared.write(build)
+
+    def torpor_find(self, criteria: Mapping[str, Any]) -> Sequence[bytes]:
+        def lookup(txn: lmdb.Transaction) -> list[bytes]:
+            indexed = [
+                f for f in criteria if txn.get(f.encode("utf-8"), db=self._fields) is not None
+            ]
+            if not indexed:  # no index on these fields: a scan, still in one read txn
+                return [blob for _, blob in txn.cursor(db=self._sessions).iternext()]
+            prefix = entry_prefix(indexed[0], criteria[indexed[0]])
+            walk = txn.cursor(db=self._index)
+            found: list[bytes] = []
+            if walk.set_range(prefix):
+                for entry in walk.iternext(values=False):
+                    if not entry.startswith(prefix):
+                        break
+                    blob = txn.get(entry[len(prefix) :], db=self._sessions)
+                    if blob is not None:
+                        found.append(blob)
+            return found
+
+        return self.shared.read(lookup)
+
     def torpor_mailbox(self) -> LmdbMailbox:
         return self._mailbox
 
@@ -199,35 +246,65 @@ class LmdbBackend:
     def _put(self, txn: lmdb.Transaction, record: Record) -> None:
         key = record.id.encode("utf-8")
         old = txn.get(key, db=self._meta)
+        data_changed = old is None or _META.unpack(old)[2] != record.version
         if old is not None:
-            self._unindex(txn, key, old)
+            self._unindex(txn, key, old, data_too=data_changed)
         expires = None if record.timeout_ms is None else record.last_accessed + record.timeout_ms
         flags = (_HIBERNATED if record.hibernated else 0) | (_EXPIRES if expires is not None else 0)
         txn.put(key, record.blob, db=self._sessions)
-        txn.put(
-            key,
-            _META.pack(max(record.last_accessed, 0), max(expires or 0, 0), flags),
-            db=self._meta,
-        )
+        meta = _META.pack(max(record.last_accessed, 0), max(expires or 0, 0), record.version, flags)
+        txn.put(key, meta, db=self._meta)
+        if data_changed:  # touches and hibernation keep the data: no decoding for them
+            self._index_data(txn, key, record)
         if not record.hibernated:
             txn.put(_stamp(record.last_accessed) + key, b"", db=self._idle)
         if expires is not None:
             txn.put(_stamp(expires) + key, b"", db=self._expiry)
 
+    def _index_data(self, txn: lmdb.Transaction, key: bytes, record: Record) -> None:
+        fields = [f.decode("utf-8") for f in txn.cursor(db=self._fields).iternext(values=False)]
+        if not fields:
+            return
+        data = record.data if record.data is not None else record.to_session().data
+        entries = session_entries(fields, data, key)
+        for entry in entries:
+            txn.put(entry, b"", db=self._index)
+        if entries:
+            txn.put(key, _join(entries), db=self._entries)
+
     def _remove(self, txn: lmdb.Transaction, key: bytes) -> bool:
         old = txn.get(key, db=self._meta)
         if old is None:
             return False
-        self._unindex(txn, key, old)
+        self._unindex(txn, key, old, data_too=True)
         txn.delete(key, db=self._meta)
         return bool(txn.delete(key, db=self._sessions))
 
-    def _unindex(self, txn: lmdb.Transaction, key: bytes, meta: bytes) -> None:
-        accessed, expires, flags = _META.unpack(meta)
+    def _unindex(self, txn: lmdb.Transaction, key: bytes, meta: bytes, *, data_too: bool) -> None:
+        accessed, expires, _version, flags = _META.unpack(meta)
+        if data_too:
+            entries = txn.get(key, db=self._entries)
+            if entries is not None:
+                for entry in _split(entries):
+                    txn.delete(entry, db=self._index)
+                txn.delete(key, db=self._entries)
         if not flags & _HIBERNATED:
             txn.delete(_STAMP.pack(accessed) + key, db=self._idle)
         if flags & _EXPIRES:
             txn.delete(_STAMP.pack(expires) + key, db=self._expiry)
+
+
+def _join(entries: list[bytes]) -> bytes:
+    return b"".join(struct.pack(">H", len(e)) + e for e in entries)
+
+
+def _split(packed: bytes) -> list[bytes]:
+    entries, at = [], 0
+    while at < len(packed):
+        (size,) = struct.unpack_from(">H", packed, at)
+        entries.append(packed[at + 2 : at + 2 + size])
+        at += 2 + size
+    return entries
 
 
 def _decode_key(key: bytes) -> str | bytes:
