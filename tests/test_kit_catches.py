@@ -49,6 +49,15 @@ def test_healthy_backends_pass_the_whole_kit(backend: str, tmp_path: Path) -> No
         assert statuses["iteration"] == statuses["hibernation"] == "fallback"
 
 
+def test_lmdb_passes_the_whole_kit_with_every_area_native(tmp_path: Path) -> None:
+    pytest.importorskip("lmdb")
+    code, matrix, output = run_kit("lmdb", tmp_path, "--torpor-option", "path={storage}/env")
+    assert code == 0, output
+    statuses = {row["area"]: row["status"] for row in matrix["areas"]}
+    assert set(statuses.values()) <= {"core", "native"}, statuses  # no fallback, nothing missing
+    assert {row["area"]: row["passed"] for row in matrix["areas"]}["multiprocess"] == 3
+
+
 def test_cli_exits_non_zero_and_names_the_area(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "torpor", "conformance", "tests.broken_backends:FoldsCase",
@@ -158,3 +167,13 @@ def test_an_unknown_capability_name_is_an_error(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "unknown capability 'teleportation'" in proc.stdout + proc.stderr
+
+
+def test_every_kit_test_is_marked_with_its_area() -> None:
+    from torpor.conformance import AREAS
+    from torpor.conformance.suite import KIT_TESTS
+
+    assert len(KIT_TESTS) >= 50  # 53 functions, 72 tests once parametrized
+    for name, function in KIT_TESTS.items():
+        areas = [m.args[0] for m in getattr(function, "pytestmark", []) if m.name == "torpor_area"]
+        assert len(areas) == 1 and areas[0] in AREAS, name

@@ -43,9 +43,6 @@ def test_create_index_is_native_or_unsupported(kit: Kit) -> None:
         assert len(mgr.find(user="ada")) == 1  # find still works, by scanning
 
 
-kit_module(globals(), "find")
-
-
 def test_find_follows_python_equality(kit: Kit) -> None:
     mgr = kit.open()
     _index_if_native(mgr, "n", "tags")
@@ -59,3 +56,6 @@ def test_find_follows_python_equality(kit: Kit) -> None:
     assert {s.id for s in mgr.find(n=1)} == {one.id, yes.id}
     mgr.delete(yes.id)
     assert [s.id for s in mgr.find(n=1)] == [one.id]
+
+
+kit_module(globals(), "find")

@@ -24,11 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import lmdb
-
 from torpor import DELETE, BackendStats, Capability, Record
 from torpor.hookspecs import BatchFn, TransactFn
-from torpor.plugins.lmdb._env import SharedEnv, acquire_env, release_env
+from torpor.plugins.lmdb._env import Db, SharedEnv, Txn, acquire_env, release_env
 from torpor.plugins.lmdb._index import entry_prefix, session_entries
 from torpor.plugins.lmdb._mailbox import LmdbMailbox
 
@@ -70,7 +68,7 @@ class LmdbBackend:
         shared = self._shared
         env = shared.env
 
-        def open_all(txn: lmdb.Transaction) -> dict[str, Any]:
+        def open_all(txn: Txn) -> dict[str, Any]:
             return {n: env.open_db(f"{namespace}.{n}".encode(), txn=txn) for n in _NAMES}
 
         dbs = shared.write(open_all)
@@ -111,8 +109,7 @@ class LmdbBackend:
 
     # -- required data hooks ---------------------------------------------------------
     def torpor_fetch(self, session_id: str) -> bytes | None:
-        key = session_id.encode("utf-8")
-        return self.shared.read(lambda txn: txn.get(key, db=self._sessions))
+        return self.shared.get(session_id.encode("utf-8"), self._sessions)
 
     def torpor_store(self, record: Record) -> None:
         self.shared.write(lambda txn: self._put(txn, record))
@@ -122,7 +119,7 @@ class LmdbBackend:
         return self.shared.write(lambda txn: self._remove(txn, key))
 
     def torpor_ids(self) -> list[str | bytes]:
-        def keys(txn: lmdb.Transaction) -> list[str | bytes]:
+        def keys(txn: Txn) -> list[str | bytes]:
             return [_decode_key(k) for k in txn.cursor(db=self._sessions).iternext(values=False)]
 
         return self.shared.read(keys)
@@ -133,7 +130,7 @@ class LmdbBackend:
         self.shared.write(lambda txn: self._apply(txn, key, fn(txn.get(key, db=self._sessions))))
 
     def torpor_transact_batch(self, session_ids: Sequence[str], fn: BatchFn) -> None:
-        def batch(txn: lmdb.Transaction) -> None:
+        def batch(txn: Txn) -> None:
             for sid in session_ids:
                 key = sid.encode("utf-8")
                 self._apply(txn, key, fn(sid, txn.get(key, db=self._sessions)))
@@ -141,7 +138,7 @@ class LmdbBackend:
         self.shared.write(batch)
 
     def torpor_iterate(self, cursor: Any, batch_size: int) -> tuple[Sequence[bytes], Any]:
-        def page(txn: lmdb.Transaction) -> tuple[list[bytes], bytes | None]:
+        def page(txn: Txn) -> tuple[list[bytes], bytes | None]:
             walk = txn.cursor(db=self._sessions)
             if cursor is None:
                 more = walk.first()
@@ -169,7 +166,7 @@ class LmdbBackend:
         return int(self.shared.read(lambda txn: txn.stat(self._sessions)["entries"]))
 
     def torpor_stats(self) -> BackendStats:
-        def figures(txn: lmdb.Transaction) -> BackendStats:
+        def figures(txn: Txn) -> BackendStats:
             sessions = txn.stat(self._sessions)
             active = txn.stat(self._idle)["entries"]
             pages = sessions["branch_pages"] + sessions["leaf_pages"] + sessions["overflow_pages"]
@@ -182,7 +179,7 @@ class LmdbBackend:
     def torpor_create_index(self, field: str) -> None:
         name = field.encode("utf-8")
 
-        def build(txn: lmdb.Transaction) -> None:
+        def build(txn: Txn) -> None:
             if txn.get(name, db=self._fields) is not None:
                 return
             txn.put(name, b"", db=self._fields)
@@ -197,7 +194,7 @@ class LmdbBackend:
         self.shared.write(build)
 
     def torpor_find(self, criteria: Mapping[str, Any]) -> Sequence[bytes]:
-        def lookup(txn: lmdb.Transaction) -> list[bytes]:
+        def lookup(txn: Txn) -> list[bytes]:
             indexed = [
                 f for f in criteria if txn.get(f.encode("utf-8"), db=self._fields) is not None
             ]
@@ -221,10 +218,10 @@ class LmdbBackend:
         return self._mailbox
 
     # -- internals (inside a write transaction) --------------------------------------
-    def _below(self, db: object, bound: int, limit: int) -> list[str]:
+    def _below(self, db: Db, bound: int, limit: int) -> list[str]:
         top = _stamp(bound)
 
-        def scan(txn: lmdb.Transaction) -> list[str]:
+        def scan(txn: Txn) -> list[str]:
             found: list[str] = []
             for key in txn.cursor(db=db).iternext(values=False):
                 if key[:8] >= top or len(found) >= limit:
@@ -234,7 +231,7 @@ class LmdbBackend:
 
         return self.shared.read(scan)
 
-    def _apply(self, txn: lmdb.Transaction, key: bytes, change: object) -> None:
+    def _apply(self, txn: Txn, key: bytes, change: object) -> None:
         if change is None:
             return
         if change is DELETE:
@@ -243,7 +240,7 @@ class LmdbBackend:
             assert isinstance(change, Record)
             self._put(txn, change)
 
-    def _put(self, txn: lmdb.Transaction, record: Record) -> None:
+    def _put(self, txn: Txn, record: Record) -> None:
         key = record.id.encode("utf-8")
         old = txn.get(key, db=self._meta)
         data_changed = old is None or _META.unpack(old)[2] != record.version
@@ -261,7 +258,7 @@ class LmdbBackend:
         if expires is not None:
             txn.put(_stamp(expires) + key, b"", db=self._expiry)
 
-    def _index_data(self, txn: lmdb.Transaction, key: bytes, record: Record) -> None:
+    def _index_data(self, txn: Txn, key: bytes, record: Record) -> None:
         fields = [f.decode("utf-8") for f in txn.cursor(db=self._fields).iternext(values=False)]
         if not fields:
             return
@@ -272,7 +269,7 @@ class LmdbBackend:
         if entries:
             txn.put(key, _join(entries), db=self._entries)
 
-    def _remove(self, txn: lmdb.Transaction, key: bytes) -> bool:
+    def _remove(self, txn: Txn, key: bytes) -> bool:
         old = txn.get(key, db=self._meta)
         if old is None:
             return False
@@ -280,7 +277,7 @@ class LmdbBackend:
         txn.delete(key, db=self._meta)
         return bool(txn.delete(key, db=self._sessions))
 
-    def _unindex(self, txn: lmdb.Transaction, key: bytes, meta: bytes, *, data_too: bool) -> None:
+    def _unindex(self, txn: Txn, key: bytes, meta: bytes, *, data_too: bool) -> None:
         accessed, expires, _version, flags = _META.unpack(meta)
         if data_too:
             entries = txn.get(key, db=self._entries)

@@ -18,17 +18,24 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import lmdb
 
 from torpor.errors import BackendUnavailable, ConfigError
 
-__all__ = ["DURABILITY", "SharedEnv", "acquire_env", "release_env"]
+__all__ = ["DURABILITY", "Db", "SharedEnv", "Txn", "acquire_env", "release_env"]
 
 T = TypeVar("T")
+
+# py-lmdb's stubs type every value as ``bytes | memoryview`` because buffer
+# transactions (buffers=True) return memoryviews.  torpor never opens one, so every
+# value it reads is bytes; these aliases say so once instead of a cast per read.
+Txn = Any
+Db = Any
 
 DURABILITY: Final = {
     # mode: (sync, metasync).  A killed *process* loses nothing in any mode: committed
@@ -40,24 +47,35 @@ DURABILITY: Final = {
 
 
 class _Gate:
-    """Shared for transactions, exclusive for map resizes."""
+    """Shared for transactions, exclusive for map resizes.
+
+    Entering and leaving cost one plain lock each (this is on every read); the
+    condition variable is used only while a resize waits or runs, which is rare.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._active = 0
         self._resizing = False
 
     def enter(self) -> None:
-        with self._cond:
+        lock = self._lock
+        lock.acquire()
+        try:
             while self._resizing:
                 self._cond.wait()
             self._active += 1
+        finally:
+            lock.release()
 
     def exit(self) -> None:
-        with self._cond:
-            self._active -= 1
-            if self._resizing and not self._active:
-                self._cond.notify_all()
+        lock = self._lock
+        lock.acquire()
+        self._active -= 1
+        if self._resizing and not self._active:
+            self._cond.notify_all()
+        lock.release()
 
     def exclusive(self, action: Callable[[], None]) -> None:
         with self._cond:
@@ -82,15 +100,36 @@ class SharedEnv:
         self.gate = _Gate()
         self.refs = 0
         self.pid = os.getpid()
+        self.forked = False  # set in a child process by _forget_after_fork
+        _LIVE.add(self)
 
     def check(self) -> None:
-        if os.getpid() != self.pid:
+        if self.forked:
             raise BackendUnavailable(
                 f"this LMDB environment was opened by process {self.pid} and cannot be used "
                 "after fork(); open a new manager in the child process"
             )
 
-    def read(self, body: Callable[[lmdb.Transaction], T]) -> T:
+    def get(self, key: bytes, db: Db) -> bytes | None:
+        """One value in its own read transaction: ``read`` without the closure, for the
+        hottest path (every ``get`` of a session)."""
+        if self.forked:
+            self.check()
+        gate = self.gate
+        gate.enter()
+        try:
+            with self.env.begin(db=db) as txn:
+                return txn.get(key)
+        except lmdb.MapResizedError:
+            pass
+        except lmdb.Error as exc:
+            raise _unavailable(exc) from exc
+        finally:
+            gate.exit()
+        self._adopt_size()
+        return self.get(key, db)
+
+    def read(self, body: Callable[[Txn], T]) -> T:
         self.check()
         while True:
             self.gate.enter()
@@ -105,7 +144,7 @@ class SharedEnv:
                 self.gate.exit()
             self._adopt_size()
 
-    def write(self, body: Callable[[lmdb.Transaction], T]) -> T:
+    def write(self, body: Callable[[Txn], T]) -> T:
         """Run ``body`` in a write transaction; retried (body called again) when the map
         had to grow.  An exception from ``body`` aborts and propagates."""
         self.check()
@@ -141,6 +180,7 @@ def _unavailable(exc: lmdb.Error) -> BackendUnavailable:
 
 _ENVS: dict[Path, SharedEnv] = {}
 _ENVS_LOCK = threading.Lock()
+_LIVE: weakref.WeakSet[SharedEnv] = weakref.WeakSet()
 
 
 def acquire_env(
@@ -157,7 +197,7 @@ def acquire_env(
         raise BackendUnavailable(f"cannot create the LMDB folder {path}: {exc}") from exc
     with _ENVS_LOCK:
         shared = _ENVS.get(real)
-        if shared is None or shared.pid != os.getpid():
+        if shared is None or shared.forked:
             try:
                 env = lmdb.open(
                     str(real),
@@ -186,7 +226,7 @@ def release_env(shared: SharedEnv) -> None:
             return
         if _ENVS.get(shared.path) is shared:
             del _ENVS[shared.path]
-    if shared.pid == os.getpid():
+    if not shared.forked:
         shared.gate.exclusive(shared.env.close)
 
 
@@ -196,6 +236,8 @@ def _forget_after_fork() -> None:
     global _ENVS_LOCK
     _ENVS_LOCK = threading.Lock()
     _ENVS.clear()
+    for shared in _LIVE:
+        shared.forked = True
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

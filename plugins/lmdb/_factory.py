@@ -27,16 +27,16 @@ def create_backend(**options: Any) -> LmdbBackend:
     namespace = str(merged["namespace"])
     if not _NAMESPACE.match(namespace):
         raise ConfigError("lmdb namespace must be 1-64 characters of A-Z a-z 0-9 _ . -")
-    numbers = {
-        k: parse_int(k, merged[k]) for k in ("map_size", "max_readers", "touch_resolution_ms")
-    }
-    if any(v is None or v < 0 for v in numbers.values()) or not numbers["map_size"]:
-        raise ConfigError("lmdb map_size must be > 0; max_readers and touch_resolution_ms >= 0")
+    map_size, max_readers, resolution = (
+        parse_int(k, merged[k]) or 0 for k in ("map_size", "max_readers", "touch_resolution_ms")
+    )
+    if map_size <= 0 or max_readers <= 0 or resolution < 0:
+        raise ConfigError("lmdb map_size and max_readers must be > 0, touch_resolution_ms >= 0")
     return LmdbBackend(
         Path(str(merged["path"])),
-        map_size=numbers["map_size"],  # type: ignore[arg-type]
+        map_size=map_size,
         durability=str(merged["durability"]),
-        max_readers=numbers["max_readers"],  # type: ignore[arg-type]
+        max_readers=max_readers,
         namespace=namespace,
-        touch_resolution_ms=numbers["touch_resolution_ms"],  # type: ignore[arg-type]
+        touch_resolution_ms=resolution,
     )

@@ -20,10 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-import lmdb
-
 from torpor.errors import SessionCancelled, SessionNotFound
-from torpor.plugins.lmdb._env import SharedEnv
+from torpor.plugins.lmdb._env import Db, SharedEnv, Txn
 
 __all__ = ["LmdbMailbox"]
 
@@ -40,7 +38,7 @@ def _prefix(session_id: str) -> bytes:
 
 
 class LmdbMailbox:
-    def __init__(self, shared: SharedEnv, mail: object, cancels: object, counters: object) -> None:
+    def __init__(self, shared: SharedEnv, mail: Db, cancels: Db, counters: Db) -> None:
         self._shared = shared
         self._mail = mail
         self._cancels = cancels
@@ -55,7 +53,7 @@ class LmdbMailbox:
     def send(self, session_id: str, message: bytes, priority: bool) -> None:
         head = _prefix(session_id) + (PRIORITY if priority else NORMAL)
 
-        def put(txn: lmdb.Transaction) -> None:
+        def put(txn: Txn) -> None:
             raw = txn.get(_SEQ_KEY, db=self._counters)
             seq = 0 if raw is None else _U64.unpack(raw)[0] + 1
             txn.put(_SEQ_KEY, _U64.pack(seq), db=self._counters)
@@ -94,11 +92,11 @@ class LmdbMailbox:
             with self._cond:
                 self._cond.wait(min(remaining, POLL_S))
 
-    def _has(self, txn: lmdb.Transaction, prefix: bytes) -> bool:
+    def _has(self, txn: Txn, prefix: bytes) -> bool:
         cursor = txn.cursor(db=self._mail)
-        return cursor.set_range(prefix) and cursor.key().startswith(prefix)
+        return bool(cursor.set_range(prefix) and cursor.key().startswith(prefix))
 
-    def _take(self, txn: lmdb.Transaction, prefix: bytes, limit: int) -> list[bytes]:
+    def _take(self, txn: Txn, prefix: bytes, limit: int) -> list[bytes]:
         taken: list[bytes] = []
         cursor = txn.cursor(db=self._mail)
         for lane in (PRIORITY, NORMAL):
@@ -114,7 +112,7 @@ class LmdbMailbox:
     def pending(self, session_id: str) -> int:
         prefix = _prefix(session_id)
 
-        def count(txn: lmdb.Transaction) -> int:
+        def count(txn: Txn) -> int:
             cursor = txn.cursor(db=self._mail)
             n = 0
             if cursor.set_range(prefix):
@@ -136,7 +134,7 @@ class LmdbMailbox:
         prefix = _prefix(session_id)
         now = time.time_ns()
 
-        def drop(txn: lmdb.Transaction) -> None:
+        def drop(txn: Txn) -> None:
             cursor = txn.cursor(db=self._mail)
             if cursor.set_range(prefix):
                 while cursor.key().startswith(prefix):

@@ -1,0 +1,218 @@
+"""LMDB-specific promises (issue: the LMDB backend).  The conformance kit covers the
+shared semantics (tests/test_kit_catches.py runs it against lmdb)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+import torpor
+from torpor import Capability
+
+lmdb = pytest.importorskip("lmdb")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _open(path: Path, **options: object) -> torpor.Manager:
+    options.setdefault("sweeper", False)
+    return torpor.open("lmdb", path=str(path), **options)
+
+
+def test_claims_every_capability_it_implements(tmp_path: Path) -> None:
+    with _open(tmp_path / "env") as mgr:
+        assert mgr.capabilities >= {
+            Capability.PERSISTENT, Capability.MULTI_PROCESS, Capability.ATOMIC_UPDATE,
+            Capability.NATIVE_ITERATION, Capability.NATIVE_HIBERNATION,
+            Capability.NATIVE_EXPIRY, Capability.SHARED_MAILBOX, Capability.SECONDARY_INDEX,
+        }  # fmt: skip
+        assert all(
+            mgr.native(a)
+            for a in ("iteration", "hibernation", "expiry", "mailbox", "find", "transact")
+        )
+
+
+def test_files_are_private(tmp_path: Path) -> None:
+    with _open(tmp_path / "env") as mgr:
+        mgr.create({})
+    assert stat.S_IMODE((tmp_path / "env").stat().st_mode) == 0o700
+    for name in ("data.mdb", "lock.mdb"):
+        assert stat.S_IMODE((tmp_path / "env" / name).stat().st_mode) == 0o600
+
+
+def test_crash_safety_under_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    rng = random.Random(42)
+    acknowledged: set[str] = set()
+    counter = 0
+    for round_no in range(20):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.lmdb_writer", str(path), str(round_no)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        wanted = rng.randint(1, 60)
+        lines: list[str] = []
+        while len(lines) < wanted:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else "writer died"
+            lines.append(line)
+        os.kill(proc.pid, signal.SIGKILL)  # wherever it is: maybe mid-commit
+        rest, _ = proc.communicate()
+        for line in lines + rest.splitlines():
+            kind, _, value = line.strip().partition(" ")
+            if kind == "created":
+                acknowledged.add(value)
+            elif kind == "counter":
+                counter = max(counter, int(value))
+        with _open(path) as mgr:  # opens after every crash
+            missing = [sid for sid in acknowledged if sid not in mgr]
+            assert not missing, f"round {round_no}: acknowledged writes lost: {missing[:5]}"
+            stored = mgr.peek("counter")
+            assert stored is not None and stored.data["n"] >= counter
+            assert len(mgr) >= len(acknowledged) + 1
+    assert len(acknowledged) >= 20
+
+
+def test_iteration_memory_200k_within_1_2x_of_20k(tmp_path: Path) -> None:
+    with _open(tmp_path / "env", durability="nosync") as mgr:
+
+        def peak(size: int) -> int:
+            for _ in range(size - len(mgr)):
+                mgr.create({"x": 1}, timeout_ms=None)
+            tracemalloc.start()
+            try:
+                floor = tracemalloc.get_traced_memory()[0]
+                assert sum(1 for _ in mgr.sessions(batch_size=500)) == size
+                return tracemalloc.get_traced_memory()[1] - floor
+            finally:
+                tracemalloc.stop()
+
+        small, large = peak(20_000), peak(200_000)
+    assert large <= small * 1.2, f"peak {small} B at 20,000 sessions, {large} B at 200,000"
+
+
+def test_a_paused_iteration_pins_no_snapshot(tmp_path: Path) -> None:
+    with _open(tmp_path / "env", durability="nosync") as mgr:
+        ids = [mgr.create({"blob": "x" * 6000}).id for _ in range(50)]
+        walk = mgr.ids(batch_size=10)
+        next(walk)  # paused mid-walk, as a slow consumer would be
+        data_file = tmp_path / "env" / "data.mdb"
+        before = data_file.stat().st_size
+        for i in range(3000):
+            mgr.update(ids[i % 50], lambda d: {"blob": d["blob"][::-1]})
+        growth = data_file.stat().st_size - before
+        assert sum(1 for _ in walk) == 49
+    # A pinned snapshot would keep every old version: 3000 x 2 pages = 24 MiB.
+    assert growth < 4 << 20, f"data file grew by {growth} bytes"
+
+
+def test_the_map_grows_on_its_own(tmp_path: Path) -> None:
+    with _open(tmp_path / "env", map_size=1 << 20, durability="nosync") as mgr:
+        ids = [mgr.create({"blob": os.urandom(20_000)}).id for _ in range(300)]
+        assert len(mgr) == 300 and all(i in mgr for i in ids)
+        grown = mgr._b._backend.shared.env.info()["map_size"]  # type: ignore[attr-defined]
+    assert grown > 1 << 20
+    with _open(tmp_path / "env", map_size=1 << 20) as again:
+        assert len(again) == 300
+
+
+def test_reads_coalesce_their_touch(tmp_path: Path) -> None:
+    clock = torpor.ManualClock()
+    with _open(tmp_path / "env", clock=clock) as mgr:
+        assert mgr.touch_resolution_ms == 1000
+        s = mgr.create({}, timeout_ms=5000)
+        env = mgr._b._backend.shared.env  # type: ignore[attr-defined]
+        txn_before = env.info()["last_txnid"]
+        clock.advance(999)
+        assert mgr.get(s.id) is not None
+        assert env.info()["last_txnid"] == txn_before  # a read, no write
+        assert mgr.peek(s.id).last_accessed == s.last_accessed  # type: ignore[union-attr]
+        clock.advance(1)
+        assert mgr.get(s.id).last_accessed == clock()  # type: ignore[union-attr]
+        assert env.info()["last_txnid"] == txn_before + 1
+        assert mgr.touch(s.id)  # an explicit touch always writes
+    with _open(tmp_path / "env2", clock=clock, touch_resolution_ms=0) as exact:
+        s = exact.create({})
+        clock.advance(1)
+        assert exact.get(s.id).last_accessed == clock()  # type: ignore[union-attr]
+
+
+def test_a_forked_child_gets_a_clear_error(tmp_path: Path) -> None:
+    mgr = _open(tmp_path / "env")
+    s = mgr.create({})
+    pid = os.fork()
+    if pid == 0:  # the child: must not touch the parent's environment
+        code = 3
+        try:
+            mgr.get(s.id)
+            code = 1
+        except torpor.BackendUnavailable as exc:
+            code = 0 if "fork" in str(exc) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert mgr.get(s.id) is not None  # the parent is unharmed
+    mgr.close()
+
+
+def test_namespaces_share_one_environment(tmp_path: Path) -> None:
+    a = _open(tmp_path / "env", namespace="app-a")
+    b = _open(tmp_path / "env", namespace="app-b")
+    a.create({"app": "a"}, session_id="same-id")
+    b.create({"app": "b"}, session_id="same-id")
+    assert a.get("same-id").data == {"app": "a"}  # type: ignore[union-attr]
+    assert b.get("same-id").data == {"app": "b"}  # type: ignore[union-attr]
+    a.close()
+    assert b.get("same-id") is not None  # the environment stays open for b
+    b.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({}, torpor.ConfigError, "needs option\\(s\\) 'path'"),
+        ({"path": "x", "durability": "maybe"}, torpor.ConfigError, "durability must be one of"),
+        ({"path": "x", "colour": 1}, torpor.ConfigError, "valid: durability"),
+        ({"path": "x", "namespace": "a b"}, torpor.ConfigError, "namespace"),
+    ],
+)
+def test_bad_options(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options: dict,  # type: ignore[type-arg]
+    error: type,
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=message):
+        torpor.open("lmdb", **options)
+
+
+def test_engine_errors_are_translated(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(torpor.BackendUnavailable) as info:
+        torpor.open("lmdb", path=str(blocker / "env"))
+    assert not isinstance(info.value, lmdb.Error)
+
+
+def test_environment_variables_select_and_configure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORPOR_BACKEND", "lmdb")
+    monkeypatch.setenv("TORPOR_LMDB_PATH", str(tmp_path / "from-env"))
+    monkeypatch.setenv("TORPOR_LMDB_DURABILITY", "nometasync")
+    with torpor.open(sweeper=False) as mgr:
+        assert mgr.backend_name == "lmdb"
+        mgr.create({})
+    assert (tmp_path / "from-env" / "data.mdb").exists()
