@@ -31,8 +31,11 @@ Emit = Callable[[EventKind, "str | None", int, "int | None"], None]
 
 def as_record(value: object) -> Record | None:
     """What a backend returned -> a Record (None stays None)."""
-    if value is None or type(value) is Record:
-        return value
+    kind = type(value)
+    if kind is bytes:  # persistent backends: the hot path
+        return Record.from_blob(value)  # type: ignore[arg-type]
+    if value is None or kind is Record:
+        return value  # type: ignore[return-value]
     if isinstance(value, bytes | bytearray | memoryview):
         return Record.from_blob(bytes(value))
     if isinstance(value, Record):

@@ -204,10 +204,11 @@ class Manager:
             record = as_record(self._b.fetch(sid))
             if record is None:
                 return None
+            idle = now - record.last_accessed
             if (
-                not record.hibernated
-                and not record.is_expired(now)
-                and now - record.last_accessed < self._touch_resolution
+                idle < self._touch_resolution
+                and not record.hibernated
+                and (record.timeout_ms is None or idle <= record.timeout_ms)
             ):
                 return record.to_session()
         outcome: list[tuple[Record | None, bool]] = []

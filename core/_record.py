@@ -18,10 +18,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from torpor import codec
-from torpor._session import Session
+from torpor._session import Session, make_session
 from torpor.errors import SerializationError
 
 __all__ = ["Record"]
+
+_tuple_new = tuple.__new__
 
 
 class Record(NamedTuple):
@@ -47,13 +49,12 @@ class Record(NamedTuple):
     def from_blob(cls, blob: bytes) -> Record:
         """Parse a stored blob.  The payload stays encoded until it is needed."""
         meta, payload, compressed = codec.decode_envelope(blob)
-        sid, created, accessed, timeout, version, hibernated = meta
-        if compressed != hibernated:
+        if compressed != meta[5]:
             raise SerializationError(
-                f"stored record for {sid!r} is inconsistent: hibernated={hibernated} "
+                f"stored record for {meta[0]!r} is inconsistent: hibernated={meta[5]} "
                 f"but compressed={compressed}"
             )
-        return cls(sid, created, accessed, timeout, version, hibernated, payload, None)
+        return _tuple_new(cls, (*meta, payload, None))  # skips NamedTuple's Python __new__
 
     @property
     def blob(self) -> bytes:
@@ -89,7 +90,7 @@ class Record(NamedTuple):
         else:
             raw = codec.decompress(self.payload) if self.hibernated else self.payload
             data = codec.decode_data(raw)
-        return Session(
+        return make_session(
             self.id,
             data,
             self.created_at,
