@@ -270,3 +270,17 @@ def test_create_index_without_secondary_indexes_is_unsupported(mgr: torpor.Manag
         mgr.create_index("user")
     with pytest.raises(torpor.ConfigError):
         mgr.create_index("")
+
+
+def test_sessions_are_frozen_values(mgr: torpor.Manager) -> None:
+    import dataclasses
+
+    s = mgr.create({"a": 1})
+    got = mgr.get(s.id)
+    assert got is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.version = 5  # type: ignore[misc]
+    assert dataclasses.replace(got, data={"b": 2}).data == {"b": 2}
+    assert got == torpor.Session(
+        got.id, {"a": 1}, got.created_at, got.last_accessed, got.timeout_ms, 1, False
+    )
