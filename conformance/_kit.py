@@ -12,7 +12,7 @@ import torpor
 from torpor import Capability
 from torpor.conformance._target import Target
 
-__all__ = ["STEP_MS", "Kit"]
+__all__ = ["STEP_MS", "Kit", "walk_peak_bytes"]
 
 STEP_MS = 10_000
 """The kit's unit of time.  Tests that rely on ``get`` refreshing ``last_accessed``
@@ -85,6 +85,25 @@ class Kit:
                 raise AssertionError(f"child process failed ({proc.returncode}):\n{err}")
             results.append(json.loads(out))
         return results
+
+
+def walk_peak_bytes(mgr: torpor.Manager, size: int, batch_size: int, data: dict[str, Any]) -> int:
+    """Fill ``mgr`` up to ``size`` sessions of ``data``, then return the peak Python
+    memory (tracemalloc) that walking ``sessions()`` once adds."""
+    import tracemalloc
+
+    for _ in range(size - len(mgr)):
+        mgr.create(data, timeout_ms=None)
+    tracemalloc.start()
+    try:
+        floor = tracemalloc.get_traced_memory()[0]
+        walked = sum(1 for _ in mgr.sessions(batch_size=batch_size))
+        peak = tracemalloc.get_traced_memory()[1] - floor
+    finally:
+        tracemalloc.stop()
+    if walked != size:
+        raise AssertionError(f"walked {walked} sessions, expected {size}")
+    return peak
 
 
 def claims(mgr: torpor.Manager, *capabilities: Capability) -> bool:

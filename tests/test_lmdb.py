@@ -9,13 +9,13 @@ import signal
 import stat
 import subprocess
 import sys
-import tracemalloc
 from pathlib import Path
 
 import pytest
 
 import torpor
 from torpor import Capability
+from torpor.conformance._kit import walk_peak_bytes
 
 lmdb = pytest.importorskip("lmdb")
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,19 +83,8 @@ def test_crash_safety_under_sigkill(tmp_path: Path) -> None:
 
 def test_iteration_memory_200k_within_1_2x_of_20k(tmp_path: Path) -> None:
     with _open(tmp_path / "env", durability="nosync") as mgr:
-
-        def peak(size: int) -> int:
-            for _ in range(size - len(mgr)):
-                mgr.create({"x": 1}, timeout_ms=None)
-            tracemalloc.start()
-            try:
-                floor = tracemalloc.get_traced_memory()[0]
-                assert sum(1 for _ in mgr.sessions(batch_size=500)) == size
-                return tracemalloc.get_traced_memory()[1] - floor
-            finally:
-                tracemalloc.stop()
-
-        small, large = peak(20_000), peak(200_000)
+        small = walk_peak_bytes(mgr, 20_000, 500, {"x": 1})
+        large = walk_peak_bytes(mgr, 200_000, 500, {"x": 1})
     assert large <= small * 1.2, f"peak {small} B at 20,000 sessions, {large} B at 200,000"
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import threading
-import tracemalloc
 
 import pytest
 
-from torpor.conformance._kit import Kit
+from torpor.conformance._kit import Kit, walk_peak_bytes
 from torpor.conformance._marks import kit_module
 
 
@@ -69,19 +68,9 @@ def test_iteration_is_lazy(kit: Kit) -> None:
 @pytest.mark.torpor_requires("native_iteration")
 def test_native_iteration_memory_stays_flat(kit: Kit) -> None:
     mgr = kit.open()
-
-    def peak(size: int) -> int:
-        for _ in range(size - len(mgr)):
-            mgr.create({"pad": "x" * 50})
-        tracemalloc.start()
-        try:
-            floor = tracemalloc.get_traced_memory()[0]
-            assert sum(1 for _ in mgr.sessions(batch_size=200)) == size
-            return tracemalloc.get_traced_memory()[1] - floor
-        finally:
-            tracemalloc.stop()
-
-    small, large = peak(2_000), peak(20_000)
+    pad = {"pad": "x" * 50}
+    small = walk_peak_bytes(mgr, 2_000, 200, pad)
+    large = walk_peak_bytes(mgr, 20_000, 200, pad)
     assert large < small * 1.5 + 32_768, f"peak {small} B at 2,000 vs {large} B at 20,000"
 
 

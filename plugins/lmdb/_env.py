@@ -130,29 +130,20 @@ class SharedEnv:
         return self.get(key, db)
 
     def read(self, body: Callable[[Txn], T]) -> T:
-        self.check()
-        while True:
-            self.gate.enter()
-            try:
-                with self.env.begin() as txn:
-                    return body(txn)
-            except lmdb.MapResizedError:
-                pass
-            except lmdb.Error as exc:
-                raise _unavailable(exc) from exc
-            finally:
-                self.gate.exit()
-            self._adopt_size()
+        return self._run(body, write=False)
 
     def write(self, body: Callable[[Txn], T]) -> T:
         """Run ``body`` in a write transaction; retried (body called again) when the map
         had to grow.  An exception from ``body`` aborts and propagates."""
+        return self._run(body, write=True)
+
+    def _run(self, body: Callable[[Txn], T], *, write: bool) -> T:
         self.check()
         while True:
             self.gate.enter()
             full = False
             try:
-                with self.env.begin(write=True) as txn:
+                with self.env.begin(write=write) as txn:
                     return body(txn)
             except lmdb.MapFullError:
                 full = True
