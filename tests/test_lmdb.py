@@ -205,3 +205,38 @@ def test_environment_variables_select_and_configure(
         assert mgr.backend_name == "lmdb"
         mgr.create({})
     assert (tmp_path / "from-env" / "data.mdb").exists()
+
+
+def test_sweeps_read_the_indexes_not_the_store(tmp_path: Path) -> None:
+    from collections.abc import Generator, Sequence
+    from typing import Any
+
+    class Count:
+        def __init__(self) -> None:
+            self.iterated = 0
+            self.batched: list[int] = []
+
+        @torpor.hookimpl(wrapper=True)
+        def torpor_iterate(self, cursor: Any, batch_size: int) -> Generator[None, Any, Any]:
+            self.iterated += 1
+            return (yield)
+
+        @torpor.hookimpl(wrapper=True)
+        def torpor_transact_batch(
+            self, session_ids: Sequence[str], fn: Any
+        ) -> Generator[None, Any, Any]:
+            self.batched.append(len(session_ids))
+            return (yield)
+
+    clock = torpor.ManualClock()
+    count = Count()
+    with _open(tmp_path / "env", clock=clock, durability="nosync", plugins=[count]) as mgr:
+        idle = [mgr.create({"i": i}, timeout_ms=1000).id for i in range(10)]
+        clock.advance(5000)
+        for i in range(3000):
+            mgr.create({"i": i}, timeout_ms=None)
+        assert mgr.hibernate_idle(2000) == 10
+        assert mgr.cleanup_expired() == 10
+        assert not any(i in mgr for i in idle)
+    assert count.iterated == 0
+    assert count.batched == [10, 10]  # one transaction per sweep, the candidates only
