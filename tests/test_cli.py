@@ -9,10 +9,12 @@ from click.testing import CliRunner
 from torpor.cli import cli
 
 
-def test_backends_lists_ets_like_with_capabilities() -> None:
-    result = CliRunner().invoke(cli, ["backends"])
+def test_backends_lists_every_backend_with_its_capabilities() -> None:
+    result = CliRunner().invoke(cli, ["backends"], terminal_width=250)
     assert result.exit_code == 0, result.output
     assert "ets_like" in result.output and "native_hibernation" in result.output
+    # lmdb needs a folder to open: the listing probes it on a throwaway one.
+    assert re.search(r"lmdb .*shared_mailbox", result.output), result.output
 
 
 def test_demo_prints_memory_before_and_after() -> None:

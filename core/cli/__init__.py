@@ -53,14 +53,27 @@ def backends() -> None:
 
 
 def _capabilities_of(factory: object, torpor: object) -> str:
-    from torpor._binding import Binding, make_plugin_manager
+    """Open the backend briefly to read its claims.  Backends that need a folder get a
+    throwaway one (``path`` is the conventional option for it)."""
+    import tempfile
 
-    try:
-        backend = factory()  # type: ignore[operator]
-    except Exception as exc:  # e.g. lmdb needs a path: show what is claimed statically
-        return f"(needs options to open: {type(exc).__name__})"
-    binding = Binding(make_plugin_manager(backend, ()), backend, fast_path=True)
-    return ", ".join(sorted(c.value for c in binding.capabilities)) or "none (fallbacks)"
+    from torpor._binding import Binding, make_plugin_manager
+    from torpor.errors import ConfigError
+
+    with tempfile.TemporaryDirectory(prefix="torpor-backends-") as scratch:
+        try:
+            try:
+                backend = factory()  # type: ignore[operator]
+            except ConfigError as exc:
+                if "'path'" not in str(exc):
+                    raise
+                backend = factory(path=f"{scratch}/probe")  # type: ignore[operator]
+            binding = Binding(make_plugin_manager(backend, ()), backend, fast_path=True)
+            claims = ", ".join(sorted(c.value for c in binding.capabilities))
+            binding.call_all("torpor_close", urgent=False)
+        except Exception as exc:  # shown in the table, never a crash of the listing
+            return f"(cannot open without options: {type(exc).__name__}: {exc})"
+    return claims or "none (fallbacks)"
 
 
 cli.add_command(demo)
