@@ -10,7 +10,7 @@ from torpor.cli import cli
 
 
 def test_backends_lists_every_backend_with_its_capabilities() -> None:
-    result = CliRunner().invoke(cli, ["backends"], terminal_width=250)
+    result = CliRunner().invoke(cli, ["backends"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "ets_like" in result.output and "native_hibernation" in result.output
     # lmdb needs a folder to open: the listing probes it on a throwaway one.
