@@ -143,6 +143,7 @@ class Binding:
                 "without torpor_transact"
             )
         native_batch = self._bind("torpor_transact_batch")
+        self.native_batch = native_batch is not None
         self.transact_batch: Callable[[Sequence[str], BatchFn], None] = (
             native_batch if native_batch is not None else self._each_transact
         )

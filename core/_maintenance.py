@@ -72,6 +72,10 @@ def walk_records(binding: Binding, batch_size: int) -> Iterator[list[Record]]:
             yield batch
 
 
+class _Stop(Exception):
+    """Raised inside a batch when the sweep must stop now (urgent close)."""
+
+
 @dataclass
 class PassResult:
     count: int = 0
@@ -90,7 +94,22 @@ class Maintenance:
 
     # -- hibernation -------------------------------------------------------------
     # Each batch records every id's *last* decision: a backend that retries a batch
-    # (calling fn again for each id) then counts each session once, exactly.
+    # (calling fn again for each id) then counts each session once, exactly.  An
+    # urgent stop raises _Stop inside the batch: a native batch is rolled back whole,
+    # while the per-id fallback keeps what it had already committed.
+    def _run_batch(
+        self, batch: Sequence[str], fn: Callable[[str, object], object], decided: dict[str, int]
+    ) -> bool:
+        """Apply ``fn`` to a batch; False if it was stopped.  ``decided`` is left holding
+        exactly the ids whose change was committed."""
+        try:
+            self._b.transact_batch(batch, fn)  # type: ignore[arg-type]
+        except _Stop:
+            if self._b.native_batch:
+                decided.clear()  # the transaction was rolled back
+            return False
+        return True
+
     def hibernate(self, cutoff: int, stop: StopFlag) -> PassResult:
         result = PassResult()
         saved: dict[str, int] = {}
@@ -98,8 +117,7 @@ class Maintenance:
         def compact(sid: str, current: object) -> Record | None:
             saved.pop(sid, None)
             if stop():
-                result.interrupted = True
-                return None
+                raise _Stop
             record = as_record(current)
             if record is None or record.hibernated or record.last_accessed >= cutoff:
                 return None
@@ -111,7 +129,7 @@ class Maintenance:
             self._b.idle_ids, cutoff, lambda r: not r.hibernated and r.last_accessed < cutoff, stop
         ):
             saved.clear()
-            self._b.transact_batch(batch, compact)
+            result.interrupted = not self._run_batch(batch, compact, saved)
             result.count += len(saved)
             result.bytes_saved += sum(saved.values())
             if saved:
@@ -122,22 +140,21 @@ class Maintenance:
 
     def expire(self, now: int, stop: StopFlag) -> PassResult:
         result = PassResult()
-        removed: set[str] = set()
+        removed: dict[str, int] = {}
 
         def drop(sid: str, current: object) -> object:
-            removed.discard(sid)
+            removed.pop(sid, None)
             if stop():
-                result.interrupted = True
-                return None
+                raise _Stop
             record = as_record(current)
             if record is None or not record.is_expired(now):
                 return None
-            removed.add(sid)
+            removed[sid] = 1
             return DELETE
 
         for batch in self._candidates(self._b.expired_ids, now, lambda r: r.is_expired(now), stop):
             removed.clear()
-            self._b.transact_batch(batch, drop)  # type: ignore[arg-type]
+            result.interrupted = not self._run_batch(batch, drop, removed)
             for sid in removed:
                 self._discard_mail(sid)
             result.count += len(removed)

@@ -200,8 +200,10 @@ def torpor_transact_batch(session_ids: Sequence[str], fn: BatchFn) -> None:
 
     Call ``fn(session_id, current)`` for each id in order, applying each result as
     ``torpor_transact`` would, all in one atomic transaction.  Sweeps use it to
-    hibernate or expire a batch with one commit instead of one per session.  Without
-    it the manager calls ``torpor_transact`` once per id.
+    hibernate or expire a batch with one commit instead of one per session.  If ``fn``
+    raises, abort the whole transaction and let the exception propagate (an urgent
+    close stops a sweep this way).  Without this hook the manager calls
+    ``torpor_transact`` once per id.
     """
 
 
