@@ -52,6 +52,12 @@ class Mailbox(Protocol):
         """How many messages wait for the session (both lanes)."""
         ...
 
+    def waiters(self, session_id: str) -> int:
+        """How many receivers *in this process* are inside ``receive`` for the session,
+        counted only once they have seen it alive (so a cancel after a positive count
+        reaches them as ``SessionCancelled``)."""
+        ...
+
     def cancel(self, session_id: str) -> None:
         """Discard the session's messages and wake its waiters with ``SessionCancelled``."""
 
@@ -127,6 +133,13 @@ class LocalMailbox:
         with self._cond:
             box = self._boxes.get(session_id)
             return 0 if box is None else len(box.priority) + len(box.normal)
+
+    def waiters(self, session_id: str) -> int:
+        # Under the lock: a receiver holds it from registering until it waits, so a
+        # positive count means it has passed its liveness check.
+        with self._cond:
+            box = self._boxes.get(session_id)
+            return 0 if box is None or box.ended is not None else box.waiters
 
     def cancel(self, session_id: str) -> None:
         self._end(session_id, SessionCancelled)

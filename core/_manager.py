@@ -506,6 +506,11 @@ class Manager:
         """How many messages wait for the session."""
         return self._mailbox.pending(self._check(session_id))
 
+    def waiters(self, session_id: SessionId) -> int:
+        """How many consumers in this process are blocked in ``receive`` for the
+        session (for monitoring, and for tests that must not sleep)."""
+        return self._mailbox.waiters(self._check(session_id))
+
     def cancel(self, session_id: SessionId) -> bool:
         """Delete the session, drop its messages, and wake blocked consumers with
         ``SessionCancelled``.  True if the session existed."""

@@ -240,3 +240,39 @@ def test_sweeps_read_the_indexes_not_the_store(tmp_path: Path) -> None:
         assert not any(i in mgr for i in idle)
     assert count.iterated == 0
     assert count.batched == [10, 10]  # one transaction per sweep, the candidates only
+
+
+@pytest.mark.parametrize(
+    ("end", "expected"), [("cancel", torpor.SessionCancelled), ("delete", torpor.SessionNotFound)]
+)
+def test_a_waiter_elsewhere_learns_why_its_session_went(
+    tmp_path: Path, end: str, expected: type
+) -> None:
+    import threading
+    import time
+
+    # Two managers on one path share the environment but not in-process wake-ups:
+    # the waiter must notice through polling and the tombstone, as in another process.
+    waiting_side = _open(tmp_path / "env")
+    other_side = _open(tmp_path / "env")
+    s = waiting_side.create({})
+    outcome: list[BaseException] = []
+
+    def consumer() -> None:
+        try:
+            waiting_side.receive(s.id, timeout=30)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while waiting_side.waiters(s.id) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert getattr(other_side, end)(s.id) is True
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and type(outcome[0]) is expected
+    waiting_side.close()
+    other_side.close()

@@ -62,11 +62,9 @@ def test_cancel_wakes_a_blocked_receive(mgr: torpor.Manager) -> None:
 
 
 def _wait_until_blocked(mgr: torpor.Manager, sid: str) -> None:
-    # Polls the mailbox's waiter count: no sleep for a threshold, just for the
-    # consumer thread to reach its wait.
-    box = mgr._mailbox._boxes  # type: ignore[attr-defined]
+    # Polls for the condition itself (a consumer inside receive), not for a duration.
     deadline = time.monotonic() + 10
-    while not (sid in box and box[sid].waiters):
+    while mgr.waiters(sid) < 1:
         assert time.monotonic() < deadline
         time.sleep(0.001)
 

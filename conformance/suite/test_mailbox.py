@@ -75,7 +75,10 @@ def _blocked_receive(mgr: torpor.Manager, sid: str) -> tuple[threading.Thread, l
     thread = threading.Thread(target=consumer)
     thread.start()
     ready.wait()
-    time.sleep(0.05)  # let it block; correctness does not depend on this
+    deadline = time.monotonic() + 10
+    while mgr.waiters(sid) < 1:  # poll for the condition itself, not for a duration
+        assert thread.is_alive() and time.monotonic() < deadline, outcome
+        time.sleep(0.001)
     return thread, outcome
 
 

@@ -145,7 +145,8 @@ def _priority(console: Console, mgr: torpor.Manager, backlog: int) -> None:
 
     thread = threading.Thread(target=consumer)
     thread.start()
-    time.sleep(0.05)  # a demo, not a test: give the consumer time to block
+    while mgr.waiters(blocked.id) < 1 and thread.is_alive():
+        time.sleep(0.001)  # until the consumer is inside receive()
     cancelled_at = time.perf_counter()
     mgr.cancel(blocked.id)
     thread.join()

@@ -7,9 +7,10 @@ write transaction (LMDB serialises writers across processes), so each message go
 exactly one receiver.
 
 LMDB has no notifications: a waiting receiver wakes at once for sends and cancels
-from its own process, and polls every 20 ms for other processes'.  ``cancel`` leaves
-a tombstone with its time, so a receiver in another process that was already waiting
-raises ``SessionCancelled``; tombstones older than a minute are pruned.
+from its own process, and polls every 20 ms for other processes'.  ``cancel`` and
+``discard`` leave a tombstone (time and kind), so a receiver in any process that was
+waiting when its session went away raises ``SessionCancelled`` or ``SessionNotFound``
+as it should; tombstones older than a minute are pruned.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ NORMAL: Final = b"\x01"
 POLL_S: Final = 0.02
 TOMBSTONE_TTL_NS: Final = 60 * 10**9
 _SEQ_KEY: Final = b"mail_seq"
+VERDICT_WAIT_S: Final = 1.0
 _U64 = struct.Struct(">Q")
+_TOMBSTONE = struct.Struct(">QB")  # time (ns), kind
+_DELETED: Final = 0
+_CANCELLED: Final = 1
 
 
 def _prefix(session_id: str) -> bytes:
@@ -45,6 +50,7 @@ class LmdbMailbox:
         self._counters = counters
         self._cond = threading.Condition()
         self._closed = False
+        self._waiting: dict[str, int] = {}  # receivers in this process, per session
 
     def _notify(self) -> None:
         with self._cond:
@@ -72,25 +78,64 @@ class LmdbMailbox:
         started = time.time_ns()
         deadline = None if not timeout else time.monotonic() + timeout
         prefix = _prefix(session_id)
-        while True:
-            if self._closed:
-                raise SessionNotFound(f"session {session_id!r}: the manager was closed")
-            if self._shared.read(lambda txn: self._has(txn, prefix)):
-                taken = self._shared.write(lambda txn: self._take(txn, prefix, max_messages))
-                if taken:
-                    return taken
-            if not alive():
-                stamp = self._shared.read(
-                    lambda txn: txn.get(session_id.encode("utf-8"), db=self._cancels)
-                )
-                if stamp is not None and _U64.unpack(stamp)[0] >= started:
-                    raise SessionCancelled(f"session {session_id!r} was cancelled while waiting")
-                raise SessionNotFound(f"session {session_id!r} does not exist")
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is None or remaining <= 0:
-                return []
-            with self._cond:
-                self._cond.wait(min(remaining, POLL_S))
+        seen_alive = False
+        verdict_by: float | None = None
+        try:
+            while True:
+                if self._closed:
+                    raise SessionNotFound(f"session {session_id!r}: the manager was closed")
+                if self._shared.read(lambda txn: self._has(txn, prefix)):
+                    taken = self._shared.write(lambda txn: self._take(txn, prefix, max_messages))
+                    if taken:
+                        return taken
+                if alive():
+                    if not seen_alive:
+                        seen_alive = True
+                        self._count_waiter(session_id, +1)
+                else:
+                    verdict = self._verdict(session_id, started)
+                    if verdict is not None:
+                        raise verdict
+                    if not seen_alive:
+                        raise SessionNotFound(f"session {session_id!r} does not exist")
+                    # It vanished while we waited: the manager writes the tombstone
+                    # right after the delete, so wait (briefly) for its verdict.
+                    verdict_by = verdict_by or time.monotonic() + VERDICT_WAIT_S
+                    if time.monotonic() > verdict_by:
+                        raise SessionNotFound(f"session {session_id!r} was deleted")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if verdict_by is None and (remaining is None or remaining <= 0):
+                    return []
+                pause = POLL_S if remaining is None or verdict_by else min(remaining, POLL_S)
+                with self._cond:
+                    self._cond.wait(pause)
+        finally:
+            if seen_alive:
+                self._count_waiter(session_id, -1)
+
+    def _count_waiter(self, session_id: str, delta: int) -> None:
+        with self._cond:
+            count = self._waiting.get(session_id, 0) + delta
+            if count:
+                self._waiting[session_id] = count
+            else:
+                self._waiting.pop(session_id, None)
+
+    def waiters(self, session_id: str) -> int:
+        with self._cond:
+            return self._waiting.get(session_id, 0)
+
+    def _verdict(self, session_id: str, since_ns: int) -> Exception | None:
+        """The tombstone left since ``since_ns`` by a cancel or a delete, if any."""
+        raw = self._shared.read(lambda txn: txn.get(session_id.encode("utf-8"), db=self._cancels))
+        if raw is None:
+            return None
+        stamp, kind = _TOMBSTONE.unpack(raw)
+        if stamp < since_ns:
+            return None
+        if kind == _CANCELLED:
+            return SessionCancelled(f"session {session_id!r} was cancelled while waiting")
+        return SessionNotFound(f"session {session_id!r} was deleted while waiting")
 
     def _has(self, txn: Txn, prefix: bytes) -> bool:
         cursor = txn.cursor(db=self._mail)
@@ -125,12 +170,12 @@ class LmdbMailbox:
         return self._shared.read(count)
 
     def cancel(self, session_id: str) -> None:
-        self._drop(session_id, tombstone=True)
+        self._drop(session_id, _CANCELLED)
 
     def discard(self, session_id: str) -> None:
-        self._drop(session_id, tombstone=False)
+        self._drop(session_id, _DELETED)
 
-    def _drop(self, session_id: str, *, tombstone: bool) -> None:
+    def _drop(self, session_id: str, kind: int) -> None:
         prefix = _prefix(session_id)
         now = time.time_ns()
 
@@ -140,12 +185,11 @@ class LmdbMailbox:
                 while cursor.key().startswith(prefix):
                     if not cursor.delete():
                         break
-            if tombstone:
-                old = txn.cursor(db=self._cancels)
-                for key, value in list(old.iternext()):
-                    if now - _U64.unpack(value)[0] > TOMBSTONE_TTL_NS:
-                        txn.delete(key, db=self._cancels)
-                txn.put(session_id.encode("utf-8"), _U64.pack(now), db=self._cancels)
+            old = txn.cursor(db=self._cancels)
+            for key, value in list(old.iternext()):
+                if now - _TOMBSTONE.unpack(value)[0] > TOMBSTONE_TTL_NS:
+                    txn.delete(key, db=self._cancels)
+            txn.put(session_id.encode("utf-8"), _TOMBSTONE.pack(now, kind), db=self._cancels)
 
         self._shared.write(drop)
         self._notify()
