@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import torpor
 from torpor import Capability
 from torpor.conformance._target import Target
 
-__all__ = ["STEP_MS", "Kit", "walk_peak_bytes"]
+__all__ = ["STEP_MS", "Kit", "blocked_consumer", "wait_for_waiter", "walk_peak_bytes"]
 
 STEP_MS = 10_000
 """The kit's unit of time.  Tests that rely on ``get`` refreshing ``last_accessed``
@@ -104,6 +105,39 @@ def walk_peak_bytes(mgr: torpor.Manager, size: int, batch_size: int, data: dict[
     if walked != size:
         raise AssertionError(f"walked {walked} sessions, expected {size}")
     return peak
+
+
+def wait_for_waiter(mgr: torpor.Manager, session_id: str, timeout_s: float = 10.0) -> None:
+    """Return once a consumer in this process is blocked in ``receive(session_id)``.
+
+    It polls for that condition itself, never for a duration, so a slow machine makes
+    it slower, not wrong."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while mgr.waiters(session_id) < 1:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no consumer blocked on {session_id!r} within {timeout_s} s")
+        time.sleep(0.001)
+
+
+def blocked_consumer(
+    mgr: torpor.Manager, session_id: str
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Start a thread blocked in ``receive(session_id, timeout=30)`` and return once it
+    is; the list receives whatever the receive raised (empty if it returned)."""
+    outcome: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            mgr.receive(session_id, timeout=30)
+        except BaseException as exc:  # handed to the test, which asserts on it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    wait_for_waiter(mgr, session_id)
+    return thread, outcome
 
 
 def claims(mgr: torpor.Manager, *capabilities: Capability) -> bool:

@@ -15,7 +15,7 @@ import pytest
 
 import torpor
 from torpor import Capability
-from torpor.conformance._kit import walk_peak_bytes
+from torpor.conformance._kit import blocked_consumer, walk_peak_bytes
 
 lmdb = pytest.importorskip("lmdb")
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,28 +248,12 @@ def test_sweeps_read_the_indexes_not_the_store(tmp_path: Path) -> None:
 def test_a_waiter_elsewhere_learns_why_its_session_went(
     tmp_path: Path, end: str, expected: type
 ) -> None:
-    import threading
-    import time
-
     # Two managers on one path share the environment but not in-process wake-ups:
     # the waiter must notice through polling and the tombstone, as in another process.
     waiting_side = _open(tmp_path / "env")
     other_side = _open(tmp_path / "env")
     s = waiting_side.create({})
-    outcome: list[BaseException] = []
-
-    def consumer() -> None:
-        try:
-            waiting_side.receive(s.id, timeout=30)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=consumer)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while waiting_side.waiters(s.id) < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    thread, outcome = blocked_consumer(waiting_side, s.id)
     assert getattr(other_side, end)(s.id) is True
     thread.join(timeout=10)
     assert not thread.is_alive()

@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 import torpor
 from torpor import SerializationError, SessionCancelled, SessionNotFound
+from torpor.conformance._kit import blocked_consumer, wait_for_waiter
 
 
 def test_priority_first_fifo_per_lane(mgr: torpor.Manager) -> None:
@@ -38,53 +38,22 @@ def test_priority_overtakes_a_large_backlog(mgr: torpor.Manager) -> None:
 
 def test_cancel_wakes_a_blocked_receive(mgr: torpor.Manager) -> None:
     s = mgr.create({})
-    outcome: list[BaseException] = []
-    started = threading.Event()
-
-    def consumer() -> None:
-        started.set()
-        try:
-            mgr.receive(s.id, timeout=30)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    t = threading.Thread(target=consumer)
-    t.start()
-    started.wait()
-    _wait_until_blocked(mgr, s.id)
+    thread, outcome = blocked_consumer(mgr, s.id)
     assert mgr.cancel(s.id) is True
-    t.join(timeout=10)
-    assert not t.is_alive()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], SessionCancelled)
     assert s.id not in mgr
     with pytest.raises(SessionNotFound):
         mgr.receive(s.id)
 
 
-def _wait_until_blocked(mgr: torpor.Manager, sid: str) -> None:
-    # Polls for the condition itself (a consumer inside receive), not for a duration.
-    deadline = time.monotonic() + 10
-    while mgr.waiters(sid) < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
-
-
 def test_delete_wakes_a_blocked_receive_with_not_found(mgr: torpor.Manager) -> None:
     s = mgr.create({})
-    outcome: list[BaseException] = []
-    t = threading.Thread(target=lambda: _catch(outcome, lambda: mgr.receive(s.id, timeout=30)))
-    t.start()
-    _wait_until_blocked(mgr, s.id)
+    thread, outcome = blocked_consumer(mgr, s.id)
     mgr.delete(s.id)
-    t.join(timeout=10)
-    assert isinstance(outcome[0], SessionNotFound)
-
-
-def _catch(into: list[BaseException], fn: object) -> None:
-    try:
-        fn()  # type: ignore[operator]
-    except BaseException as exc:
-        into.append(exc)
+    thread.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], SessionNotFound)
 
 
 def test_cancel_discards_pending_messages(mgr: torpor.Manager) -> None:
@@ -112,7 +81,7 @@ def test_receive_waits_for_a_message(mgr: torpor.Manager) -> None:
     got: list[object] = []
     t = threading.Thread(target=lambda: got.extend(mgr.receive(s.id, timeout=30)))
     t.start()
-    _wait_until_blocked(mgr, s.id)
+    wait_for_waiter(mgr, s.id)
     mgr.send(s.id, "hello")
     t.join(timeout=10)
     assert got == ["hello"]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 import torpor
-from torpor.conformance._kit import Kit
+from torpor.conformance._kit import Kit, blocked_consumer
 from torpor.conformance._marks import kit_module
 
 
@@ -61,33 +60,12 @@ def test_exactly_once_with_4_consumer_threads(kit: Kit) -> None:
     assert all(part for part in parts)
 
 
-def _blocked_receive(mgr: torpor.Manager, sid: str) -> tuple[threading.Thread, list[BaseException]]:
-    outcome: list[BaseException] = []
-    ready = threading.Event()
-
-    def consumer() -> None:
-        ready.set()
-        try:
-            mgr.receive(sid, timeout=30)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=consumer)
-    thread.start()
-    ready.wait()
-    deadline = time.monotonic() + 10
-    while mgr.waiters(sid) < 1:  # poll for the condition itself, not for a duration
-        assert thread.is_alive() and time.monotonic() < deadline, outcome
-        time.sleep(0.001)
-    return thread, outcome
-
-
 def test_cancel_wakes_a_blocked_consumer(kit: Kit) -> None:
     mgr = kit.open()
     s = mgr.create({})
     mgr.send(s.id, "will be dropped")
     assert mgr.receive(s.id) == ["will be dropped"]
-    thread, outcome = _blocked_receive(mgr, s.id)
+    thread, outcome = blocked_consumer(mgr, s.id)
     assert mgr.cancel(s.id) is True
     thread.join(timeout=10)
     assert not thread.is_alive()
