@@ -121,8 +121,9 @@ class Maintenance:
             record = as_record(current)
             if record is None or record.hibernated or record.last_accessed >= cutoff:
                 return None
-            compacted = record.compacted()
-            saved[sid] = len(record.encoded_payload()) - len(compacted.payload or b"")
+            payload = record.encoded_payload()  # encoded once: live data costs a msgpack pass
+            compacted = record.compacted(payload)
+            saved[sid] = len(payload) - len(compacted.payload or b"")
             return compacted
 
         for batch in self._candidates(

@@ -117,9 +117,12 @@ class Manager:
         return f"<torpor.Manager backend={self.backend_name!r} {state}>"
 
     # -- helpers -----------------------------------------------------------------
-    def _check(self, session_id: object) -> str:
+    def _ensure_open(self) -> None:
         if self._closed:
             raise ManagerClosed("this manager is closed; open a new one with torpor.open()")
+
+    def _check(self, session_id: object) -> str:
+        self._ensure_open()
         return validate_id(session_id)
 
     def _encode(self, data: object) -> bytes:
@@ -166,8 +169,7 @@ class Manager:
         Without ``session_id`` a fresh id with 128 random bits is generated
         (``session_<name>_<token>`` when ``name`` is given).
         """
-        if self._closed:
-            raise ManagerClosed("this manager is closed; open a new one with torpor.open()")
+        self._ensure_open()
         if session_id is not None and name is not None:
             raise InvalidSessionId("pass name= or session_id=, not both", rule="name_and_id")
         sid = validate_id(session_id) if session_id is not None else generate_id(name)
@@ -251,8 +253,7 @@ class Manager:
 
     def __len__(self) -> int:
         """Stored sessions, counting expired ones until cleanup removes them."""
-        if self._closed:
-            raise ManagerClosed("this manager is closed")
+        self._ensure_open()
         if self._b.count is not None:
             return int(self._b.count())
         return sum(1 for k in self._b.ids() if isinstance(k, str) and is_valid_id(k))
@@ -370,8 +371,7 @@ class Manager:
 
     # -- iteration and queries -----------------------------------------------------
     def _records(self, batch_size: int | None) -> Iterator[Record]:
-        if self._closed:
-            raise ManagerClosed("this manager is closed")
+        self._ensure_open()
         size = batch_size or self._batch
         if size <= 0:
             raise ConfigError("batch_size must be > 0")
@@ -396,9 +396,8 @@ class Manager:
         backends with secondary indexes, a scan elsewhere."""
         if not criteria:
             raise ConfigError("find() needs at least one field=value criterion")
+        self._ensure_open()
         if self._b.find is not None:
-            if self._closed:
-                raise ManagerClosed("this manager is closed")
             now = self._clock()
             candidates = (as_record(v) for v in self._b.find(dict(criteria)))
             sessions: Iterator[Session] = (
@@ -414,8 +413,7 @@ class Manager:
         """Ask the backend to index ``data[field]`` for ``find``.  Backends without
         secondary indexes raise ``UnsupportedOperation`` (``find`` still works there,
         by scanning)."""
-        if self._closed:
-            raise ManagerClosed("this manager is closed")
+        self._ensure_open()
         if not isinstance(field, str) or not field:
             raise ConfigError("an index field must be a non-empty str")
         if self._b.create_index is None:
@@ -427,8 +425,7 @@ class Manager:
 
     def list_utf8_ids(self) -> list[str]:
         """Stored keys that are valid ids; foreign keys are skipped and logged."""
-        if self._closed:
-            raise ManagerClosed("this manager is closed")
+        self._ensure_open()
         valid: list[str] = []
         skipped: list[str | bytes] = []
         for key in self._b.ids():
@@ -448,8 +445,7 @@ class Manager:
     def hibernate_idle(self, threshold_ms: int | None = None) -> int:
         """Hibernate every active session idle for more than ``threshold_ms`` (default:
         ``hibernate_after_ms``); return how many.  ``last_accessed`` is not changed."""
-        if self._closed:
-            raise ManagerClosed("this manager is closed")
+        self._ensure_open()
         threshold = threshold_ms if threshold_ms is not None else self._hibernate_after
         if threshold is None:
             raise ConfigError("no threshold: pass threshold_ms or set hibernate_after_ms")
@@ -459,8 +455,7 @@ class Manager:
 
     def cleanup_expired(self) -> int:
         """Remove every expired session; return how many."""
-        if self._closed:
-            raise ManagerClosed("this manager is closed")
+        self._ensure_open()
         return self._maintenance.expire(self._clock(), _NEVER_STOP).count
 
     def run_maintenance(self, stop: Callable[[], bool] = _NEVER_STOP) -> None:
@@ -518,8 +513,7 @@ class Manager:
 
     # -- stats and lifecycle ---------------------------------------------------------
     def stats(self) -> Stats:
-        if self._closed:
-            raise ManagerClosed("this manager is closed")
+        self._ensure_open()
         reported = self._b.stats() if self._b.stats is not None else BackendStats()
         sessions = reported.sessions
         hibernated = reported.hibernated

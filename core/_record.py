@@ -121,13 +121,14 @@ class Record(NamedTuple):
             self.hibernated, self.payload, self.data,
         )  # fmt: skip
 
-    def compacted(self) -> Record:
-        """The hibernated form: compressed payload, no live data."""
+    def compacted(self, payload: bytes | None = None) -> Record:
+        """The hibernated form: compressed payload, no live data.  Pass ``payload``
+        (this record's :meth:`encoded_payload`) if you already have it."""
         if self.hibernated:
             return self
         return Record(
             self.id, self.created_at, self.last_accessed, self.timeout_ms, self.version,
-            True, codec.compress(self.encoded_payload()), None,
+            True, codec.compress(self.encoded_payload() if payload is None else payload), None,
         )  # fmt: skip
 
     def woken(self) -> Record:
