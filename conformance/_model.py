@@ -21,6 +21,7 @@ class ModelSession:
     timeout_ms: int | None
     version: int
     hibernated: bool
+    life: int  # which incarnation of the id: a re-created id is a new life
 
     def expired(self, now: int) -> bool:
         return self.timeout_ms is not None and now - self.last_accessed > self.timeout_ms
@@ -32,6 +33,7 @@ class Model:
     def __init__(self, touch_resolution_ms: int) -> None:
         self.stored: dict[str, ModelSession] = {}
         self.resolution = touch_resolution_ms
+        self.lives = 0
 
     def live(self, sid: str, now: int) -> ModelSession | None:
         s = self.stored.get(sid)
@@ -48,7 +50,8 @@ class Model:
     def create(self, sid: str, data: dict[str, Any], now: int, timeout: int | None) -> bool:
         if self.live(sid, now) is not None:
             return False
-        self.stored[sid] = ModelSession(data, now, now, timeout, 1, False)
+        self.lives += 1
+        self.stored[sid] = ModelSession(data, now, now, timeout, 1, False, self.lives)
         return True
 
     def get(self, sid: str, now: int) -> ModelSession | None:

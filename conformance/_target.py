@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torpor
-from torpor._registry import load_backend_factory
+from torpor import load_backend_factory
 
 __all__ = ["STORAGE", "Target"]
 

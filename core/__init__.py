@@ -9,24 +9,30 @@
 See docs/guide.md for the user guide and ``torpor.hookspecs`` for the backend contract.
 """
 
-from torpor import codec, errors, hookspecs
+from torpor import codec, errors, hookspecs, sample
 from torpor._capabilities import BackendStats, Capability, Stats
 from torpor._clock import Clock, ManualClock, system_clock
 from torpor._events import EventKind, LifecycleEvent
 from torpor._ids import MAX_ID_BYTES, generate_id, is_valid_id, validate_id
-from torpor._mailbox import LocalMailbox, Mailbox
+from torpor._fallbacks import LocalMailbox
+from torpor._mailbox import Mailbox
 from torpor._manager import Manager, SessionId
+from torpor._config import parse_int
 from torpor._open import check_backend_options, open
+from torpor._registry import load_backend_factory
 from torpor._record import Record
 from torpor._session import Session
+from torpor._version import __version__
 from torpor.errors import (
     BackendNotFound,
     BackendUnavailable,
     ConfigError,
     Conflict,
+    InvalidArgument,
     InvalidSessionId,
     ManagerClosed,
     MissingDependency,
+    ReentrantCall,
     SerializationError,
     SessionCancelled,
     SessionExists,
@@ -35,12 +41,13 @@ from torpor.errors import (
     TorporError,
     UnsupportedOperation,
 )
-from torpor.hookspecs import DELETE, hookimpl
+from torpor.hookspecs import CANCEL, DELETE, EXPIRE, Removal, hookimpl
 
-__version__ = "0.1.0"
 
 __all__ = [
+    "CANCEL",
     "DELETE",
+    "EXPIRE",
     "MAX_ID_BYTES",
     "BackendNotFound",
     "BackendStats",
@@ -50,6 +57,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "EventKind",
+    "InvalidArgument",
     "InvalidSessionId",
     "LifecycleEvent",
     "LocalMailbox",
@@ -58,7 +66,9 @@ __all__ = [
     "ManagerClosed",
     "ManualClock",
     "MissingDependency",
+    "ReentrantCall",
     "Record",
+    "Removal",
     "SerializationError",
     "Session",
     "SessionCancelled",
@@ -77,7 +87,10 @@ __all__ = [
     "hookimpl",
     "hookspecs",
     "is_valid_id",
+    "load_backend_factory",
     "open",
+    "parse_int",
+    "sample",
     "system_clock",
     "validate_id",
 ]

@@ -9,29 +9,31 @@ manager opens, it resolves every hook once, into a plain Python callable:
 * **dispatch**: wrappers are registered (extension plugins that count or time calls),
   or ``fast_path=False`` -> a small adapter that calls ``pm.hook.<name>(...)``, so the
   wrappers run on every call.
-* **missing** optional hook -> ``None``; the manager then uses the core's fallback
-  (for ``torpor_transact`` the fallback lives here: the backend's fetch/store under an
-  in-process lock per session id).
+* **missing** optional hook -> the core's fallback from ``torpor._fallbacks``, chosen
+  here and nowhere else: ``transact``, ``transact_batch`` and ``walk`` are always
+  callable, and ``native(area)`` says which kind serves each area.
 
 The binding also checks the backend's claims: each optional data hook corresponds to
 a capability, and claiming one without the other is refused, because the conformance
-kit decides between native and fallback tests from the claims.
+kit decides between native and fallback tests from the claims.  Capabilities the kit
+cannot test yet (``DISTRIBUTED``, ``TRANSACTIONS``) are refused outright: a claim has
+to be earned (DESIGN §11).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, cast
 
 import pluggy
 
 from torpor import hookspecs
 from torpor._capabilities import Capability
+from torpor._fallbacks import LockedTransact, Pair, each_transact, snapshot_walk
 from torpor.errors import ConfigError
-from torpor.hookspecs import DELETE, BatchFn, TransactFn
+from torpor.hookspecs import BatchFn, TransactFn
 
-__all__ = ["CAPABILITY_HOOKS", "REQUIRED_HOOKS", "Binding", "make_plugin_manager"]
+__all__ = ["CAPABILITY_HOOKS", "REQUIRED_HOOKS", "UNEARNED", "Binding", "make_plugin_manager"]
 
 REQUIRED_HOOKS: Final = ("torpor_fetch", "torpor_store", "torpor_delete", "torpor_ids")
 CAPABILITY_HOOKS: Final = {
@@ -43,7 +45,8 @@ CAPABILITY_HOOKS: Final = {
     # (SECONDARY_INDEX also needs torpor_create_index; checked below.)
     Capability.SHARED_MAILBOX: "torpor_mailbox",
 }
-_SPEC_NAMES: Final = frozenset(n for n in dir(hookspecs) if n.startswith("torpor_"))
+UNEARNED: Final = frozenset({Capability.DISTRIBUTED, Capability.TRANSACTIONS})
+"""Capabilities no backend may claim yet: the conformance kit has no test for them."""
 
 
 class _PluginManager(pluggy.PluginManager):
@@ -73,17 +76,6 @@ def make_plugin_manager(backend: object, plugins: Iterable[object]) -> pluggy.Pl
     return pm
 
 
-class StripedLocks:
-    """A fixed set of locks, one chosen per key: serialises writers of one session
-    without one lock per session or one lock for the whole store."""
-
-    def __init__(self, stripes: int = 256) -> None:
-        self._locks = [threading.Lock() for _ in range(stripes)]
-
-    def __call__(self, key: str) -> threading.Lock:
-        return self._locks[hash(key) % len(self._locks)]
-
-
 class Binding:
     """The resolved callables of one backend, with fallbacks where hooks are missing."""
 
@@ -102,6 +94,22 @@ class Binding:
             self.capabilities = frozenset(Capability.parse(c) for c in (claimed or ()))
         except ValueError as exc:
             raise ConfigError(f"backend {type(backend).__name__}: {exc}") from None
+        unearned = sorted(c.name for c in self.capabilities & UNEARNED)
+        if unearned:
+            raise ConfigError(
+                f"backend {type(backend).__name__} claims {', '.join(unearned)}, which "
+                "torpor's conformance kit cannot test yet; a capability must be earned "
+                "by passing the kit, so drop the claim"
+            )
+        if (
+            Capability.SHARED_MAILBOX in self.capabilities
+            and Capability.ATOMIC_UPDATE not in self.capabilities
+        ):
+            raise ConfigError(
+                f"backend {type(backend).__name__} claims SHARED_MAILBOX without "
+                "ATOMIC_UPDATE; a shared mailbox changes in the same transaction as the "
+                "records, so it needs torpor_transact"
+            )
         for capability, hook in CAPABILITY_HOOKS.items():
             has_hook = bool(self._backend_impls(hook))
             if has_hook != (capability in self.capabilities):
@@ -120,9 +128,6 @@ class Binding:
                 f"backend {type(backend).__name__}: SECONDARY_INDEX goes with both "
                 "torpor_find and torpor_create_index"
             )
-        self.dispatching = any(
-            impl.wrapper or impl.hookwrapper for name in _SPEC_NAMES for impl in self._impls(name)
-        )
         self.fetch: Callable[[str], Any] = self._bind("torpor_fetch")  # type: ignore[assignment]
         self.store: Callable[[Any], None] = self._bind("torpor_store")  # type: ignore[assignment]
         self.delete: Callable[[str], bool] = self._bind("torpor_delete")  # type: ignore[assignment]
@@ -144,14 +149,42 @@ class Binding:
             )
         native_batch = self._bind("torpor_transact_batch")
         self.native_batch = native_batch is not None
-        self.transact_batch: Callable[[Sequence[str], BatchFn], None] = (
-            native_batch if native_batch is not None else self._each_transact
-        )
         self.transact: Callable[[str, TransactFn], None] = (
-            native_transact if native_transact is not None else self._locked_transact
+            native_transact
+            if native_transact is not None
+            else LockedTransact(self.fetch, self.store, self.delete)
         )
-        self._locks = StripedLocks()
+        self.transact_batch: Callable[[Sequence[str], BatchFn], None] = (
+            native_batch if native_batch is not None else each_transact(self.transact)
+        )
         self.observed = bool(self._impls("torpor_event"))
+
+    def walk(self, batch_size: int) -> Iterator[Sequence[Pair]]:
+        """Batches of ``(key, value)`` over the whole store: the native walk, or the
+        id-snapshot fallback."""
+        iterate = self.iterate
+        if iterate is None:
+            yield from snapshot_walk(self.ids, self.fetch, batch_size)
+            return
+        cursor: object = None
+        while True:
+            items, cursor = iterate(cursor, batch_size)
+            if items:
+                yield items
+            if cursor is None:
+                return
+
+    def native(self) -> dict[str, bool]:
+        """Which areas the backend serves itself (True) and which the core's
+        fallbacks serve (False)."""
+        return {
+            "iteration": self.iterate is not None,
+            "hibernation": self.idle_ids is not None,
+            "expiry": self.expired_ids is not None,
+            "mailbox": self.mailbox is not None,
+            "find": self.find is not None,
+            "transact": self.native_transact,
+        }
 
     def _impls(self, name: str) -> list[pluggy.HookImpl]:
         return list(getattr(self._pm.hook, name).get_hookimpls())
@@ -162,8 +195,8 @@ class Binding:
     def _bind(self, name: str) -> Callable[..., Any] | None:
         caller = getattr(self._pm.hook, name)
         impls = caller.get_hookimpls()
-        if not impls:
-            return None
+        if not any(not (i.wrapper or i.hookwrapper) for i in impls):
+            return None  # only wrappers: nothing to wrap, the core's fallback serves it
         argnames: tuple[str, ...] = tuple(caller.spec.argnames) if caller.spec else ()
         if self._fast_path and len(impls) == 1 and not (impls[0].wrapper or impls[0].hookwrapper):
             impl = impls[0]
@@ -173,22 +206,6 @@ class Binding:
             function = impl.function
             return lambda *args: function(*(args[i] for i in keep))
         return _dispatcher(caller, argnames)
-
-    def _locked_transact(self, session_id: str, fn: TransactFn) -> None:
-        """Fallback for backends without ``torpor_transact``: atomic within a process."""
-        with self._locks(session_id):
-            change = fn(self.fetch(session_id))
-            if change is None:
-                return
-            if change is DELETE:
-                self.delete(session_id)
-            else:
-                self.store(change)
-
-    def _each_transact(self, session_ids: Sequence[str], fn: BatchFn) -> None:
-        """Fallback for ``torpor_transact_batch``: one transaction per id."""
-        for sid in session_ids:
-            self.transact(sid, lambda current, sid=sid: fn(sid, current))  # type: ignore[misc]
 
     def call_all(self, name: str, **kwargs: Any) -> None:
         """Call a non-data hook on every plugin (open, close, events)."""

@@ -23,13 +23,13 @@ class Capability(enum.Enum):
     MULTI_PROCESS = "multi_process"
     """Several processes on one machine may open the same storage at once."""
     DISTRIBUTED = "distributed"
-    """Several machines may share the storage."""
+    """Several machines may share the storage.  Not claimable until the kit tests it."""
     ATOMIC_UPDATE = "atomic_update"
     """Implements ``torpor_transact``, atomic across every process that shares it."""
     SHARED_MAILBOX = "shared_mailbox"
     """Implements ``torpor_mailbox`` with a mailbox shared by every process."""
     TRANSACTIONS = "transactions"
-    """Multi-session transactions (exposed by the backend's own API)."""
+    """Multi-session transactions.  Not claimable until the kit tests it."""
     SECONDARY_INDEX = "secondary_index"
     """Implements ``torpor_find`` through indexes on data fields."""
 
@@ -47,16 +47,26 @@ class Capability(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class BackendStats:
-    """What a backend reports about itself through ``torpor_stats`` (all optional)."""
+    """What a backend reports about itself through ``torpor_stats``.
 
-    sessions: int | None = None
-    hibernated: int | None = None
+    ``memory_bytes`` is the memory or storage the sessions take, and
+    ``memory_method`` says how it was measured (e.g. ``"LMDB pages in use"``), so
+    that a figure never travels without its method (DESIGN §11, honest figures).
+    """
+
     memory_bytes: int | None = None
+    memory_method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    """A snapshot of a manager's store."""
+    """A snapshot of a manager's store, counted by one batched walk.
+
+    ``sessions`` (= ``active + hibernated``) is what ``len()`` and ``ids()`` count.
+    ``stored`` is everything the walk met: those, plus ``expired_pending`` (expired,
+    not yet removed by a sweep) and ``damaged`` (values that are not intact torpor
+    records, or keys that are not valid ids).
+    """
 
     backend: str
     sessions: int
@@ -65,3 +75,7 @@ class Stats:
     memory_bytes: int | None
     capabilities: frozenset[Capability]
     iteration: str  # "native" or "fallback"
+    stored: int = 0
+    expired_pending: int = 0
+    damaged: int = 0
+    memory_method: str | None = None

@@ -1,35 +1,60 @@
-"""The manager: every public call of DESIGN §4, its rules, and its fallbacks."""
+"""The manager: every public call of DESIGN §4.
+
+The rules live in ``torpor._decisions`` (pure functions), the choice between a
+backend's native hooks and the core's fallbacks in ``torpor._binding``, walks and
+damaged-data handling in ``torpor._iteration``, the passes in ``torpor._sweeps`` and
+the background thread in ``torpor._sweeper``.  What is left here is the public API:
+argument checks, running decisions in transactions, and what follows a commit
+(events, the in-process mailbox).
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
+import secrets
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from torpor import codec
 from torpor._binding import Binding, make_plugin_manager
 from torpor._capabilities import BackendStats, Capability, Stats
 from torpor._clock import Clock, system_clock
+from torpor._decisions import (
+    MISSING,
+    Change,
+    Outcome,
+    decide_create,
+    decide_read,
+    decide_remove,
+    decide_rewrite,
+    decide_save,
+    needs_write,
+)
 from torpor._events import EventKind, LifecycleEvent
+from torpor._fallbacks import LocalMailbox
 from torpor._ids import generate_id, is_valid_id, validate_id
-from torpor._mailbox import LocalMailbox, Mailbox
-from torpor._maintenance import Maintenance, Sweeper, as_record, walk_records
+from torpor._iteration import DamageLog, as_record, walk
+from torpor._lifecycle import CallGate, user_code
+from torpor._mailbox import Mailbox
 from torpor._record import Record
 from torpor._session import Session
+from torpor._sweeper import Job, Sweeper
+from torpor._sweeps import StopFlag, Sweeps
 from torpor.errors import (
     ConfigError,
-    Conflict,
+    InvalidArgument,
     InvalidSessionId,
-    ManagerClosed,
     SerializationError,
-    SessionExists,
     SessionNotFound,
     SessionTooLarge,
     UnsupportedOperation,
 )
-from torpor.hookspecs import DELETE
+from torpor.hookspecs import CANCEL, DELETE, EXPIRE, Removal
 
 __all__ = ["Manager", "SessionId"]
 
@@ -38,6 +63,20 @@ SessionId = str | bytes
 
 log = logging.getLogger("torpor")
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_REMOVAL_EVENTS: Final = {
+    DELETE: EventKind.DELETED,
+    CANCEL: EventKind.CANCELLED,
+    EXPIRE: EventKind.EXPIRED,
+}
+# The envelope adds at most this much to the payload (id of 255 bytes, eight
+# metadata fields): below it, a payload cannot make the record too large.
+_ENVELOPE_MAX: Final = 512
+_URGENT_DRAIN_S: Final = 0.05
+_ORDERLY_DRAIN_S: Final = 30.0
+
 
 class _Default:
     def __repr__(self) -> str:
@@ -45,7 +84,31 @@ class _Default:
 
 
 DEFAULT: Final = _Default()
-_NEVER_STOP: Final = lambda: False  # noqa: E731
+
+
+def _gated(method: Callable[Concatenate[Manager, P], T]) -> Callable[Concatenate[Manager, P], T]:
+    """A public call: refused once closed or from inside an update function, and
+    counted while it runs so that ``close()`` waits for it."""
+
+    @functools.wraps(method)
+    def call(self: Manager, *args: P.args, **kwargs: P.kwargs) -> T:
+        gate = self._gate
+        gate.enter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            gate.exit()
+
+    return call
+
+
+class _Last:
+    """The outcome of a transaction function's last call (a backend may retry)."""
+
+    __slots__ = ("outcome",)
+
+    def __init__(self) -> None:
+        self.outcome: Outcome = MISSING
 
 
 class Manager:
@@ -65,7 +128,8 @@ class Manager:
         clock: Clock | None = None,
         plugins: tuple[object, ...] = (),
     ) -> None:
-        self._closed = True  # until fully open, so close() in a failed open is harmless
+        self._gate = CallGate()
+        self._gate.closed = True  # until fully open: a failed open is not "unclosed"
         self.backend_name = name
         self._options = dict(options)
         self._clock: Clock = clock or system_clock
@@ -73,25 +137,44 @@ class Manager:
         self._hibernate_after: int | None = options["hibernate_after_ms"]
         self._max_bytes: int = options["max_session_bytes"]
         self._batch: int = options["sweep_batch_size"]
-        self._pm = make_plugin_manager(backend, plugins)
-        self._b = Binding(self._pm, backend, fast_path=options["fast_path"])
-        self._b.call_all("torpor_open", clock=self._clock, options=dict(self._options))
-        self._closed = False
-        resolution = options["touch_resolution_ms"]
-        if resolution is None:
-            resolution = self._pm.hook.torpor_touch_resolution_ms() or 0
-        self._touch_resolution: int = resolution
-        self._mailbox: Mailbox = (
-            self._b.mailbox() if self._b.mailbox is not None else LocalMailbox()
-        )
-        self._maintenance = Maintenance(self._b, self._batch, self._emit, self._mailbox.discard)
-        self._sweeper: Sweeper | None = None
-        cleanup = options["cleanup_interval_ms"]
-        periods = [p for p in (self._hibernate_after, cleanup) if p]
-        if options["sweeper"] and periods:
-            self._sweeper = Sweeper(
-                weakref.WeakMethod(self.run_maintenance), max(0.05, min(periods) / 2000)
+        self._abort = False  # set by close(urgent=True): passes stop at the next session
+        self._damage = DamageLog()
+        try:
+            self._pm = make_plugin_manager(backend, plugins)
+            self._b = Binding(self._pm, backend, fast_path=options["fast_path"])
+            self._b.call_all("torpor_open", clock=self._clock, options=dict(self._options))
+            self._touch_resolution = self._resolution(options["touch_resolution_ms"])
+            native_mailbox = self._b.mailbox() if self._b.mailbox is not None else None
+            self._local: LocalMailbox | None = (
+                LocalMailbox(self._incarnation_of) if native_mailbox is None else None
             )
+            self._mailbox: Mailbox = native_mailbox or self._local  # type: ignore[assignment]
+            self._sweeps = Sweeps(self._b, self._batch, self._emit, self._damage, self._end_mail)
+            self._sweeper = self._start_sweeper(options)
+        except BaseException:
+            _close_quietly(backend)
+            raise
+        self._gate.closed = False
+
+    def _resolution(self, configured: int | None) -> int:
+        """The touch resolution: the backend's (or the configured) one, but never more
+        than half of ``hibernate_after_ms`` (per session, never more than half of its
+        timeout either: see ``needs_write``), so regular reads keep a session alive."""
+        if configured is None:
+            configured = self._pm.hook.torpor_touch_resolution_ms() or 0
+        if self._hibernate_after is not None:
+            configured = min(configured, self._hibernate_after // 2)
+        return int(configured)
+
+    def _start_sweeper(self, options: Mapping[str, Any]) -> Sweeper | None:
+        jobs: list[Job] = []
+        if self._hibernate_after is not None:
+            every = max(0.05, self._hibernate_after / 2000)
+            jobs.append(("hibernation", every, weakref.WeakMethod(self._sweep_hibernation)))
+        if options["cleanup_interval_ms"] is not None:
+            every = max(0.05, options["cleanup_interval_ms"] / 1000)
+            jobs.append(("expiry", every, weakref.WeakMethod(self._sweep_expiry)))
+        return Sweeper(jobs) if options["sweeper"] and jobs else None
 
     # -- properties --------------------------------------------------------------
     @property
@@ -104,7 +187,8 @@ class Manager:
 
     @property
     def touch_resolution_ms(self) -> int:
-        """Reads refresh ``last_accessed`` only when it is at least this old (0: always)."""
+        """Reads refresh ``last_accessed`` only when it is at least this old (0: always),
+        and never less often than half of a session's timeout."""
         return self._touch_resolution
 
     @property
@@ -112,30 +196,35 @@ class Manager:
         """The background sweeper, or None when automatic maintenance is off."""
         return self._sweeper
 
+    @property
+    def closed(self) -> bool:
+        return self._gate.closed
+
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._gate.closed else "open"
         return f"<torpor.Manager backend={self.backend_name!r} {state}>"
 
     # -- helpers -----------------------------------------------------------------
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise ManagerClosed("this manager is closed; open a new one with torpor.open()")
-
-    def _check(self, session_id: object) -> str:
-        self._ensure_open()
-        return validate_id(session_id)
-
     def _encode(self, data: object) -> bytes:
-        payload = codec.encode_data({} if data is None else data)
-        # The limit applies to the whole stored record; the envelope adds its metadata.
-        if len(payload) > self._max_bytes - 64:
-            size = len(codec.encode_envelope(("", 0, 0, None, 0, False), payload, compressed=False))
-            if size > self._max_bytes:
-                raise SessionTooLarge(
-                    f"session encodes to {size} bytes, over max_session_bytes="
-                    f"{self._max_bytes}; store less, or raise max_session_bytes"
-                )
+        payload = codec.encode_data(data)
+        if len(payload) > self._max_bytes - _ENVELOPE_MAX:
+            self._check_size(len(payload))  # a first, cheap refusal of the hopeless
         return payload
+
+    def _check_size(self, size: int) -> None:
+        if size > self._max_bytes:
+            raise SessionTooLarge(
+                f"session encodes to {size} bytes, over max_session_bytes="
+                f"{self._max_bytes}; store less, or raise max_session_bytes"
+            )
+
+    def _sized(self, record: Record) -> Record:
+        """``record`` if its stored form fits ``max_session_bytes`` (measured on the
+        real envelope whenever the payload comes near the limit)."""
+        payload = record.payload
+        if payload is not None and len(payload) > self._max_bytes - _ENVELOPE_MAX:
+            self._check_size(len(record.blob))
+        return record
 
     def _emit(
         self, kind: EventKind, sid: str | None, count: int = 1, saved: int | None = None
@@ -147,275 +236,308 @@ class Manager:
         except Exception:
             log.exception("a torpor_event observer failed; event %s dropped", kind.value)
 
-    def _expired(self, sid: str) -> None:
-        self._mailbox.discard(sid)
-        self._emit(EventKind.EXPIRED, sid)
+    def _transact(self, sid: str, decide: Callable[[Record | None], tuple[Change, Outcome]]) -> Outcome:
+        """Run a decision in the backend's transaction; the last call's outcome."""
+        last = _Last()
 
-    def _live(self, sid: str, now: int) -> Record | None:
-        record = as_record(self._b.fetch(sid))
-        return None if record is None or record.is_expired(now) else record
+        def fn(current: object) -> Change:
+            change, last.outcome = decide(as_record(current, sid))
+            return change
+
+        self._b.transact(sid, fn)  # type: ignore[arg-type]
+        return last.outcome
+
+    def _settle(self, sid: str, outcome: Outcome) -> None:
+        """What follows a committed change: the in-process mailbox, events."""
+        if outcome.gone is not None and outcome.removal is not None:
+            self._ended(sid, outcome.gone, outcome.removal)
+        if outcome.woke:
+            self._emit(EventKind.WOKEN, sid)
+
+    def _ended(self, sid: str, gone: Record | None, removal: Removal) -> None:
+        """An incarnation was removed (or replaced): its mail goes, observers hear."""
+        self._end_mail(sid, gone, removal)
+        if gone is not None:
+            self._emit(_REMOVAL_EVENTS[removal], sid)
+
+    def _end_mail(self, sid: str, gone: Record | None, removal: Removal = EXPIRE) -> None:
+        """The in-process mailbox drops the incarnation's mail and wakes its waiters.
+        (A backend's own mailbox did this in the removing transaction.)"""
+        if self._local is not None:
+            self._local.end(sid, None if gone is None else gone.incarnation, removal)
+
+    def _live(self, sid: str) -> Record | None:
+        record = as_record(self._b.fetch(sid), sid)
+        return None if record is None or record.is_expired(self._clock()) else record
+
+    def _incarnation_of(self, sid: str) -> int | None:
+        record = self._live(sid)
+        return None if record is None else record.incarnation
 
     # -- create and read -----------------------------------------------------------
+    @_gated
     def create(
         self,
         data: dict[str, Any] | None = None,
         *,
         name: str | None = None,
-        session_id: str | None = None,
+        session_id: SessionId | None = None,
         timeout_ms: int | _Default | None = DEFAULT,
     ) -> Session:
         """Create a session atomically.  ``session_id`` given and in use: ``SessionExists``.
 
         Without ``session_id`` a fresh id with 128 random bits is generated
-        (``session_<name>_<token>`` when ``name`` is given).
+        (``session_<name>_<token>`` when ``name`` is given).  An id in use by an expired
+        session is taken over: that session ends (as expired) and this is a new one.
         """
-        self._ensure_open()
         if session_id is not None and name is not None:
             raise InvalidSessionId("pass name= or session_id=, not both", rule="name_and_id")
         sid = validate_id(session_id) if session_id is not None else generate_id(name)
         timeout = (
             self._default_timeout if isinstance(timeout_ms, _Default) else _timeout(timeout_ms)
         )
-        payload = self._encode(data)
+        payload = self._encode({} if data is None else data)
         now = self._clock()
-        record = Record(sid, now, now, timeout, 1, False, payload)
-        replaced_expired: list[bool] = []
-
-        def insert(current: object) -> Record:
-            existing = as_record(current)
-            if existing is not None:
-                if not existing.is_expired(now):
-                    raise SessionExists(f"session {sid!r} already exists")
-                replaced_expired.append(True)
-            return record
-
-        self._b.transact(sid, insert)
-        if replaced_expired:
-            self._expired(sid)
+        record = self._sized(
+            Record(sid, now, now, timeout, 1, False, secrets.randbits(63), payload)
+        )
+        outcome = self._transact(sid, lambda current: decide_create(current, record, now))
+        self._settle(sid, outcome)
         self._emit(EventKind.CREATED, sid)
-        return record.to_session()
+        return record.to_session(self._max_bytes)
 
+    @_gated
     def get(self, session_id: SessionId) -> Session | None:
         """The session, touched (and woken if hibernated); None if missing or expired
         (an expired one is removed)."""
-        sid = self._check(session_id)
+        sid = validate_id(session_id)
         now = self._clock()
+        limit = self._max_bytes
         if self._touch_resolution:
             # Coalesced touch: a read that would only move last_accessed by less than
             # the resolution does not write (see torpor_touch_resolution_ms).
-            record = as_record(self._b.fetch(sid))
+            record = as_record(self._b.fetch(sid), sid)
             if record is None:
                 return None
-            idle = now - record.last_accessed
-            if (
-                idle < self._touch_resolution
-                and not record.hibernated
-                and (record.timeout_ms is None or idle <= record.timeout_ms)
-            ):
-                return record.to_session()
-        outcome: list[tuple[Record | None, bool]] = []
+            if not needs_write(record, now, self._touch_resolution):
+                return record.to_session(limit)
+        outcome = self._transact(sid, lambda current: decide_read(current, now, limit))
+        self._settle(sid, outcome)
+        return None if outcome.record is None else outcome.record.to_session(limit)
 
-        def wake_and_touch(current: object) -> object:
-            record = as_record(current)
-            if record is None:
-                return None
-            if record.is_expired(now):
-                outcome.append((None, False))
-                return DELETE
-            new = record.woken() if record.hibernated else record
-            new = new.touched(max(now, record.last_accessed))
-            outcome.append((new, record.hibernated))
-            return new
-
-        self._b.transact(sid, wake_and_touch)  # type: ignore[arg-type]
-        if not outcome:
-            return None
-        result, woke = outcome[-1]
-        if result is None:
-            self._expired(sid)
-            return None
-        if woke:
-            self._emit(EventKind.WOKEN, sid)
-        return result.to_session()
-
+    @_gated
     def peek(self, session_id: SessionId) -> Session | None:
         """The session without touching or waking it; None if missing or expired."""
-        sid = self._check(session_id)
-        record = self._live(sid, self._clock())
-        return None if record is None else record.to_session()
+        record = self._live(validate_id(session_id))
+        return None if record is None else record.to_session(self._max_bytes)
 
+    @_gated
     def __contains__(self, session_id: object) -> bool:
         try:
-            sid = self._check(session_id)
+            sid = validate_id(session_id)
         except InvalidSessionId:
             return False
-        return self._live(sid, self._clock()) is not None
+        try:
+            return self._live(sid) is not None
+        except SerializationError:
+            return False  # damaged: not a session
 
+    @_gated
     def __len__(self) -> int:
-        """Stored sessions, counting expired ones until cleanup removes them."""
-        self._ensure_open()
+        """Live sessions: what ``ids()`` would yield on a quiet store (expired ones
+        awaiting cleanup and damaged records are not counted)."""
         if self._b.count is not None:
-            return int(self._b.count())
-        return sum(1 for k in self._b.ids() if isinstance(k, str) and is_valid_id(k))
+            counted = self._b.count(self._clock())
+            if counted is not None:
+                return int(counted)
+        return sum(1 for _ in self._live_records(self._batch))
 
     # -- writes ------------------------------------------------------------------
-    def _rewrite(
-        self, sid: str, now: int, change: Callable[[Record], Record | None]
-    ) -> Record | None:
-        """Apply ``change`` to the live record atomically.  Missing: None.  Expired:
-        removed, None.  ``change`` returning None leaves the record as it is."""
-        outcome: list[Record | None] = []
+    def _rewrite(self, sid: str, change: Callable[[Record], Record | None]) -> Record | None:
+        now = self._clock()
+        outcome = self._transact(sid, lambda current: decide_rewrite(current, now, change))
+        self._settle(sid, outcome)
+        return outcome.record
 
-        def apply(current: object) -> object:
-            record = as_record(current)
-            if record is None:
-                return None
-            if record.is_expired(now):
-                outcome.append(None)
-                return DELETE
-            new = change(record)
-            outcome.append(new if new is not None else record)
-            return new
-
-        self._b.transact(sid, apply)  # type: ignore[arg-type]
-        if outcome and outcome[-1] is None:
-            self._expired(sid)
-            return None
-        return outcome[-1] if outcome else None
-
+    @_gated
     def update(
         self, session_id: SessionId, fn: Callable[[dict[str, Any]], dict[str, Any]]
     ) -> Session:
         """Atomic read-modify-write: ``fn`` gets a private copy of the data and returns
-        the new data.  If ``fn`` raises, nothing changes and the exception propagates.
-        ``fn`` may run more than once on backends that retry optimistic transactions.
-        Missing or expired: ``SessionNotFound``."""
-        sid = self._check(session_id)
+        the new data (a dict: anything else, ``None`` included, is a
+        ``SerializationError`` and nothing is stored).  If ``fn`` raises, nothing
+        changes and the exception propagates.  ``fn`` may run more than once on
+        backends that retry optimistic transactions, and must not call torpor
+        (``ReentrantCall``).  Missing or expired: ``SessionNotFound``."""
+        sid = validate_id(session_id)
         now = self._clock()
 
         def modify(record: Record) -> Record:
-            new_data = fn(record.to_session().data)
-            return record.rewritten(self._encode(new_data), now)
+            with user_code():
+                new_data = fn(record.to_session(self._max_bytes).data)
+            if type(new_data) is not dict:
+                hint = " (dict.update() returns None: return the dict)" if new_data is None else ""
+                raise SerializationError(
+                    f"update() function must return the new data as a dict, not "
+                    f"{type(new_data).__name__}{hint}; nothing was stored"
+                )
+            return self._sized(record.rewritten(self._encode(new_data), now))
 
-        result = self._rewrite(sid, now, modify)
+        result = self._rewrite(sid, modify)
         if result is None:
             raise SessionNotFound(f"session {sid!r} does not exist (or has expired)")
-        return result.to_session()
+        return result.to_session(self._max_bytes)
 
+    @_gated
     def save(self, session: Session) -> Session:
         """Write back a session read earlier, if nobody wrote it since.
 
-        Stale version: ``Conflict``.  Deleted or expired meanwhile: ``SessionNotFound``
-        (a deleted session is never resurrected).  Only ``data`` is written; the
-        stored timeout is kept.
+        Stale version: ``Conflict``.  Deleted or expired meanwhile, or deleted and
+        created again (another incarnation): ``SessionNotFound`` (a deleted session is
+        never resurrected).  Only ``data`` is written; the stored timeout is kept.
         """
         if not isinstance(session, Session):
             raise SerializationError(f"save() takes a torpor.Session, not {type(session).__name__}")
-        sid = self._check(session.id)
+        sid = validate_id(session.id)
         payload = self._encode(session.data)
         now = self._clock()
-
-        def replace(record: Record) -> Record:
-            if record.version != session.version:
-                raise Conflict(
-                    f"session {sid!r} is at version {record.version}, your copy is at "
-                    f"{session.version}; get() it again and reapply your change"
-                )
-            return record.rewritten(payload, now)
-
-        result = self._rewrite(sid, now, replace)
+        check = decide_save(session.incarnation, session.version)
+        result = self._rewrite(sid, lambda r: self._sized(check(r).rewritten(payload, now)))
         if result is None:
             raise SessionNotFound(f"session {sid!r} was deleted or has expired; not saved")
-        return result.to_session()
+        return result.to_session(self._max_bytes)
 
+    @_gated
     def touch(self, session_id: SessionId) -> bool:
         """Refresh ``last_accessed`` (a hibernated session stays hibernated)."""
-        sid = self._check(session_id)
+        sid = validate_id(session_id)
         now = self._clock()
-        return self._rewrite(sid, now, lambda r: r.touched(max(now, r.last_accessed))) is not None
+        return self._rewrite(sid, lambda r: r.touched(max(now, r.last_accessed))) is not None
 
+    @_gated
     def set_timeout(self, session_id: SessionId, timeout_ms: int | None) -> bool:
         """Change the timeout (None: never expires) without touching the session."""
-        sid = self._check(session_id)
+        sid = validate_id(session_id)
         timeout = _timeout(timeout_ms)
-        return self._rewrite(sid, self._clock(), lambda r: r.with_timeout(timeout)) is not None
+        return self._rewrite(sid, lambda r: r.with_timeout(timeout)) is not None
 
+    @_gated
     def delete(self, session_id: SessionId) -> bool:
-        """Delete; True if a live session existed.  Idempotent.  Pending messages go
-        too, and consumers waiting on the session get ``SessionNotFound``."""
-        return self._remove(session_id, EventKind.DELETED)
+        """Delete; True if a session (or a damaged record) was there.  Idempotent.
+        Pending messages go too, and consumers waiting on the session get
+        ``SessionNotFound``."""
+        return self._remove(validate_id(session_id), DELETE)
 
-    def _remove(self, session_id: SessionId, kind: EventKind) -> bool:
-        sid = self._check(session_id)
+    @_gated
+    def cancel(self, session_id: SessionId) -> bool:
+        """Delete the session, drop its messages, and wake blocked consumers with
+        ``SessionCancelled``.  True if the session existed."""
+        return self._remove(validate_id(session_id), CANCEL)
+
+    def _remove(self, sid: str, removal: Removal) -> bool:
         now = self._clock()
-        found: list[bool] = []
+        last = _Last()
+        damaged = [False]
 
-        def drop(current: object) -> object:
-            record = as_record(current)
-            if record is None:
-                return None
-            found.append(not record.is_expired(now))
-            return DELETE
+        def fn(current: object) -> Change:
+            damaged[0] = False
+            try:
+                record = as_record(current, sid)
+            except SerializationError:
+                damaged[0] = True  # removable all the same, without decoding
+                last.outcome = MISSING
+                return removal
+            change, last.outcome = decide_remove(record, now, removal)
+            return change
 
-        self._b.transact(sid, drop)  # type: ignore[arg-type]
-        if kind is EventKind.CANCELLED:
-            self._mailbox.cancel(sid)
-        else:
-            self._mailbox.discard(sid)
-        existed = bool(found and found[0])
-        if existed:
-            self._emit(kind, sid)
-        elif found:
-            self._emit(EventKind.EXPIRED, sid)
-        return existed
+        self._b.transact(sid, fn)  # type: ignore[arg-type]
+        outcome = last.outcome
+        if damaged[0]:
+            self._ended(sid, None, removal)
+            return True
+        self._settle(sid, outcome)
+        return outcome.removal is removal
 
     # -- iteration and queries -----------------------------------------------------
-    def _records(self, batch_size: int | None) -> Iterator[Record]:
-        self._ensure_open()
-        size = batch_size or self._batch
-        if size <= 0:
-            raise ConfigError("batch_size must be > 0")
-        for batch in walk_records(self._b, size):
+    def _batch_size(self, batch_size: object) -> int:
+        if batch_size is None:
+            return self._batch
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgument(
+                f"batch_size must be a whole number >= 1, not {batch_size!r}",
+                argument="batch_size",
+            )
+        return batch_size
+
+    def _live_records(self, size: int) -> Iterator[Record]:
+        """Intact, unexpired records, a batch per backend call; each batch is fetched
+        as a call of its own (refused once the manager is closed)."""
+        batches = walk(self._b, size, self._damage)
+        while True:
+            batch = self._gate.run(lambda: next(batches, None))
+            if batch is None:
+                return
             now = self._clock()
-            for record in batch:
+            for record in batch[0]:
                 if not record.is_expired(now):
                     yield record
 
+    def _live_sessions(self, size: int) -> Iterator[Session]:
+        for record in self._live_records(size):
+            try:
+                yield record.to_session(self._max_bytes)
+            except SerializationError as exc:
+                self._damage.note(record.id, str(exc))
+
     def ids(self, batch_size: int | None = None) -> Iterator[str]:
         """Lazily yield the id of every live session; no touch, no wake."""
-        for record in self._records(batch_size):
-            yield record.id
+        size = self._gate.run(lambda: self._batch_size(batch_size))
+        return (record.id for record in self._live_records(size))
 
     def sessions(self, batch_size: int | None = None) -> Iterator[Session]:
-        """Lazily yield every live session; no touch, no wake."""
-        for record in self._records(batch_size):
-            yield record.to_session()
+        """Lazily yield every live session; no touch, no wake.  A record whose data
+        cannot be decoded is skipped (and logged), never raised mid-walk."""
+        size = self._gate.run(lambda: self._batch_size(batch_size))
+        return self._live_sessions(size)
 
+    @_gated
     def find(self, **criteria: Any) -> list[Session]:
         """Sessions whose ``data[field] == value`` for every criterion.  Native on
-        backends with secondary indexes, a scan elsewhere."""
+        backends with secondary indexes, a batched scan elsewhere."""
         if not criteria:
-            raise ConfigError("find() needs at least one field=value criterion")
-        self._ensure_open()
-        if self._b.find is not None:
-            now = self._clock()
-            candidates = (as_record(v) for v in self._b.find(dict(criteria)))
-            sessions: Iterator[Session] = (
-                r.to_session() for r in candidates if r is not None and not r.is_expired(now)
+            raise InvalidArgument(
+                "find() needs at least one field=value criterion", argument="criteria"
             )
-        else:
-            sessions = self.sessions()
+        candidates: Iterator[Session] | None = None
+        if self._b.find is not None:
+            pairs = self._b.find(dict(criteria))
+            if pairs is not None:
+                candidates = self._decoded(pairs)
+        if candidates is None:
+            candidates = self._live_sessions(self._batch)
         return [
-            s for s in sessions if all(k in s.data and s.data[k] == v for k, v in criteria.items())
+            s
+            for s in candidates
+            if all(k in s.data and s.data[k] == v for k, v in criteria.items())
         ]
 
+    def _decoded(self, pairs: Any) -> Iterator[Session]:
+        now = self._clock()
+        for key, value in pairs:
+            try:
+                record = as_record(value, key) if isinstance(key, str) else None
+                if record is not None and not record.is_expired(now):
+                    yield record.to_session(self._max_bytes)
+            except SerializationError as exc:
+                self._damage.note(key, str(exc))
+
+    @_gated
     def create_index(self, field: str) -> None:
         """Ask the backend to index ``data[field]`` for ``find``.  Backends without
         secondary indexes raise ``UnsupportedOperation`` (``find`` still works there,
         by scanning)."""
-        self._ensure_open()
         if not isinstance(field, str) or not field:
-            raise ConfigError("an index field must be a non-empty str")
+            raise InvalidArgument("an index field must be a non-empty str", argument="field")
         if self._b.create_index is None:
             raise UnsupportedOperation(
                 f"backend {self.backend_name!r} has no secondary indexes; find() works "
@@ -423,9 +545,9 @@ class Manager:
             )
         self._b.create_index(field)
 
+    @_gated
     def list_utf8_ids(self) -> list[str]:
         """Stored keys that are valid ids; foreign keys are skipped and logged."""
-        self._ensure_open()
         valid: list[str] = []
         skipped: list[str | bytes] = []
         for key in self._b.ids():
@@ -442,130 +564,146 @@ class Manager:
         return valid
 
     # -- hibernation and expiry ----------------------------------------------------
+    def _stopped(self) -> bool:
+        return self._abort
+
+    @_gated
     def hibernate_idle(self, threshold_ms: int | None = None) -> int:
         """Hibernate every active session idle for more than ``threshold_ms`` (default:
         ``hibernate_after_ms``); return how many.  ``last_accessed`` is not changed."""
-        self._ensure_open()
         threshold = threshold_ms if threshold_ms is not None else self._hibernate_after
         if threshold is None:
             raise ConfigError("no threshold: pass threshold_ms or set hibernate_after_ms")
-        threshold = _timeout(threshold)
-        assert threshold is not None
-        return self._maintenance.hibernate(self._clock() - threshold, _NEVER_STOP).count
+        cutoff = self._clock() - (_timeout(threshold, "threshold_ms") or 0)
+        return self._sweeps.hibernate(cutoff, self._stopped).count
 
+    @_gated
     def cleanup_expired(self) -> int:
         """Remove every expired session; return how many."""
-        self._ensure_open()
-        return self._maintenance.expire(self._clock(), _NEVER_STOP).count
+        return self._sweeps.expire(self._clock(), self._stopped).count
 
-    def run_maintenance(self, stop: Callable[[], bool] = _NEVER_STOP) -> None:
-        """One sweeper pass: hibernation (if ``hibernate_after_ms``) then expiry."""
+    @_gated
+    def run_maintenance(self, stop: StopFlag | None = None) -> None:
+        """One pass of everything the sweeper does: hibernation (if
+        ``hibernate_after_ms``) then expiry.  ``stop()`` returning True interrupts it."""
+        self._sweep_hibernation(stop or self._stopped)
+        self._sweep_expiry(stop or self._stopped)
+
+    def _sweep_hibernation(self, stop: StopFlag) -> None:
         if self._hibernate_after is not None and not stop():
-            self._maintenance.hibernate(self._clock() - self._hibernate_after, stop)
+            self._sweeps.hibernate(self._clock() - self._hibernate_after, stop)
+
+    def _sweep_expiry(self, stop: StopFlag) -> None:
         if not stop():
-            self._maintenance.expire(self._clock(), stop)
+            self._sweeps.expire(self._clock(), stop)
 
     # -- mailbox -------------------------------------------------------------------
-    def _require_live(self, sid: str) -> None:
-        if self._live(sid, self._clock()) is None:
+    def _require_live(self, sid: str) -> Record:
+        record = self._live(sid)
+        if record is None:
             raise SessionNotFound(f"session {sid!r} does not exist (or has expired)")
+        return record
 
+    @_gated
     def send(self, session_id: SessionId, message: Any, *, priority: bool = False) -> None:
         """Queue ``message`` (any msgpack-able value) for the session.  Priority
-        messages overtake every normal one."""
-        sid = self._check(session_id)
+        messages overtake every normal one.  Missing session: ``SessionNotFound``."""
+        sid = validate_id(session_id)
         encoded = codec.encode_value(message)
-        self._require_live(sid)
-        self._mailbox.send(sid, encoded, bool(priority))
+        record = self._require_live(sid)
+        if not self._mailbox.send(sid, record.incarnation, encoded, bool(priority)):
+            raise SessionNotFound(f"session {sid!r} was deleted while sending; not queued")
 
+    @_gated
     def receive(
         self, session_id: SessionId, *, max_messages: int = 1, timeout: float | None = None
     ) -> list[Any]:
         """Up to ``max_messages`` messages, priority ones first, each delivered once.
 
         With none queued, wait up to ``timeout`` seconds (None: do not wait).  Raises
-        ``SessionCancelled`` if the session is cancelled while waiting.
+        ``SessionCancelled`` if the session is cancelled while waiting,
+        ``SessionNotFound`` if it is deleted, ``ManagerClosed`` if the manager closes.
         """
-        sid = self._check(session_id)
-        if not isinstance(max_messages, int) or max_messages < 1:
-            raise ConfigError("max_messages must be a whole number >= 1")
-        if timeout is not None and timeout < 0:
-            raise ConfigError("timeout must be None or >= 0 seconds")
-        now = self._clock
-        raw = self._mailbox.receive(
-            sid, max_messages, timeout, lambda: self._live(sid, now()) is not None
-        )
-        return [codec.decode_value(m) for m in raw]
+        sid = validate_id(session_id)
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+            raise InvalidArgument(
+                f"max_messages must be a whole number >= 1, not {max_messages!r}",
+                argument="max_messages",
+            )
+        wait = _seconds(timeout)
+        record = self._require_live(sid)
+        raw = self._mailbox.receive(sid, record.incarnation, max_messages, wait)
+        return [codec.decode_value(m, f"a message for session {sid!r}") for m in raw]
 
+    @_gated
     def pending(self, session_id: SessionId) -> int:
-        """How many messages wait for the session."""
-        return self._mailbox.pending(self._check(session_id))
+        """How many messages wait for the session (0 if it does not exist)."""
+        record = self._live(validate_id(session_id))
+        return 0 if record is None else self._mailbox.pending(record.id, record.incarnation)
 
+    @_gated
     def waiters(self, session_id: SessionId) -> int:
         """How many consumers in this process are blocked in ``receive`` for the
         session (for monitoring, and for tests that must not sleep)."""
-        return self._mailbox.waiters(self._check(session_id))
-
-    def cancel(self, session_id: SessionId) -> bool:
-        """Delete the session, drop its messages, and wake blocked consumers with
-        ``SessionCancelled``.  True if the session existed."""
-        return self._remove(session_id, EventKind.CANCELLED)
+        return self._mailbox.waiters(validate_id(session_id))
 
     # -- stats and lifecycle ---------------------------------------------------------
+    @_gated
     def stats(self) -> Stats:
-        self._ensure_open()
+        """Counts from one batched walk of the store, plus the backend's memory figure."""
         reported = self._b.stats() if self._b.stats is not None else BackendStats()
-        sessions = reported.sessions
-        hibernated = reported.hibernated
-        if sessions is None or hibernated is None:
-            counted = hibernated_counted = 0
-            for batch in walk_records(self._b, self._batch):
-                counted += len(batch)
-                hibernated_counted += sum(r.hibernated for r in batch)
-            sessions = counted if sessions is None else sessions
-            hibernated = hibernated_counted if hibernated is None else hibernated
+        live = hibernated = expired = damaged = 0
+        now = self._clock()
+        for records, skipped in walk(self._b, self._batch, self._damage):
+            damaged += skipped
+            for record in records:
+                if record.is_expired(now):
+                    expired += 1
+                else:
+                    live += 1
+                    hibernated += record.hibernated
         return Stats(
             backend=self.backend_name,
-            sessions=sessions,
-            active=sessions - hibernated,
+            sessions=live,
+            active=live - hibernated,
             hibernated=hibernated,
             memory_bytes=reported.memory_bytes,
             capabilities=self._b.capabilities,
             iteration="native" if self._b.iterate is not None else "fallback",
+            stored=live + expired + damaged,
+            expired_pending=expired,
+            damaged=damaged,
+            memory_method=reported.memory_method,
         )
 
     def native(self, area: str) -> bool:
         """Whether an area ("iteration", "hibernation", "expiry", "mailbox", "find",
         "transact") is served by the backend (True) or the core's fallback (False)."""
-        hooks = {
-            "iteration": self._b.iterate,
-            "hibernation": self._b.idle_ids,
-            "expiry": self._b.expired_ids,
-            "mailbox": self._b.mailbox,
-            "find": self._b.find,
-            "transact": True if self._b.native_transact else None,
-        }
-        if area not in hooks:
-            raise UnsupportedOperation(f"unknown area {area!r}; known: {', '.join(hooks)}")
-        return hooks[area] is not None
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+        areas = self._b.native()
+        if area not in areas:
+            raise UnsupportedOperation(f"unknown area {area!r}; known: {', '.join(areas)}")
+        return areas[area]
 
     def close(self, *, urgent: bool = False) -> None:
-        """Stop the sweeper and release the backend.  Idempotent.
+        """Refuse new calls, wait for the calls in flight, stop the sweeper, release
+        the backend.  Idempotent and thread-safe.
 
-        ``urgent=False`` lets a running sweep pass finish.  ``urgent=True`` interrupts
-        it at the next session and returns at once; acknowledged writes are kept.
+        ``urgent=False`` lets calls in flight and a running sweep pass finish.
+        ``urgent=True`` interrupts sweeps at the next session and returns within
+        100 ms; acknowledged writes are kept.  Consumers blocked in ``receive`` raise
+        ``ManagerClosed`` either way.
         """
-        if self._closed:
+        if not self._gate.begin_close():
             return
-        self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.stop(urgent=urgent)
-        self._mailbox.close()
-        self._b.call_all("torpor_close", urgent=urgent)
+        self._abort = urgent
+        try:
+            self._mailbox.close()
+            if self._sweeper is not None:
+                self._sweeper.stop(urgent=urgent)
+            if not self._gate.drain(_URGENT_DRAIN_S if urgent else _ORDERLY_DRAIN_S):
+                log.warning("torpor: closing with calls still in flight")
+        finally:
+            self._b.call_all("torpor_close", urgent=urgent)
 
     def __enter__(self) -> Manager:
         return self
@@ -578,10 +716,56 @@ class Manager:
     ) -> None:
         self.close()
 
+    def __del__(self) -> None:
+        gate = getattr(self, "_gate", None)
+        if gate is None or gate.closed:
+            return
+        warnings.warn(
+            f"{self!r} was not closed; closing it now (use `with torpor.open(...)` or "
+            "call close())",
+            ResourceWarning,
+            source=self,
+            stacklevel=1,
+        )
+        try:
+            self.close(urgent=True)
+        except Exception:  # pragma: no cover - nothing to report to at this point
+            log.debug("closing a dropped manager failed", exc_info=True)
 
-def _timeout(value: object) -> int | None:
+
+def _close_quietly(backend: object) -> None:
+    """A failed open releases what the backend holds."""
+    close = getattr(backend, "torpor_close", None)
+    if callable(close):
+        try:
+            close(urgent=True)
+        except Exception:
+            log.warning("closing backend %r after a failed open failed", backend, exc_info=True)
+
+
+def _timeout(value: object, argument: str = "timeout_ms") -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"a timeout must be None or a whole number of ms >= 0, not {value!r}")
+        raise InvalidArgument(
+            f"{argument} must be None or a whole number of ms >= 0, not {value!r}",
+            argument=argument,
+        )
     return value
+
+
+def _seconds(value: object) -> float:
+    """``receive``'s timeout: None (do not wait) or a finite number of seconds >= 0."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(
+            f"timeout must be None or a number of seconds, not {type(value).__name__}",
+            argument="timeout",
+        )
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgument(
+            f"timeout must be a finite number of seconds >= 0, not {value!r}",
+            argument="timeout",
+        )
+    return float(value)

@@ -8,7 +8,12 @@ forms:
 * ``data``: the live ``dict``, for in-process backends that keep Python objects.
 
 Persistent backends store :attr:`Record.blob` and give the bytes back from ``fetch``;
-in-process backends may keep the record itself.  Whatever a backend keeps, the manager
+in-process backends may keep the record itself.
+
+``incarnation`` tells two lives of one id apart: ``create`` draws 63 random bits for
+it, and every later version of that session keeps it.  A session deleted (or expired)
+and created again under the same id is a new incarnation, so nothing written for the
+old one (a stale ``Session`` copy, mail, index entries) can reach the new one.  Whatever a backend keeps, the manager
 never hands a backend-held ``dict`` to a user: :meth:`Record.to_session` always builds
 an independent copy.
 """
@@ -19,7 +24,6 @@ from typing import Any, NamedTuple
 
 from torpor import codec
 from torpor._session import Session, make_session
-from torpor.errors import SerializationError
 
 __all__ = ["Record"]
 
@@ -41,19 +45,16 @@ class Record(NamedTuple):
     timeout_ms: int | None
     version: int
     hibernated: bool
+    incarnation: int
     payload: bytes | None = None
     data: dict[str, Any] | None = None
 
     # -- reading -----------------------------------------------------------------
     @classmethod
     def from_blob(cls, blob: bytes) -> Record:
-        """Parse a stored blob.  The payload stays encoded until it is needed."""
-        meta, payload, compressed = codec.decode_envelope(blob)
-        if compressed != meta[5]:
-            raise SerializationError(
-                f"stored record for {meta[0]!r} is inconsistent: hibernated={meta[5]} "
-                f"but compressed={compressed}"
-            )
+        """Parse a stored blob.  The payload stays encoded until it is needed.
+        ``SerializationError`` if it is not an intact torpor record."""
+        meta, payload, _compressed = codec.decode_envelope(blob)
         return _tuple_new(cls, (*meta, payload, None))  # skips NamedTuple's Python __new__
 
     @property
@@ -67,6 +68,7 @@ class Record(NamedTuple):
                 self.timeout_ms,
                 self.version,
                 self.hibernated,
+                self.incarnation,
             ),
             self.encoded_payload(),
             compressed=self.hibernated,
@@ -82,14 +84,15 @@ class Record(NamedTuple):
     def is_expired(self, now: int) -> bool:
         return self.timeout_ms is not None and now - self.last_accessed > self.timeout_ms
 
-    def to_session(self) -> Session:
-        """A ``Session`` whose data shares nothing with this record."""
+    def to_session(self, limit: int) -> Session:
+        """A ``Session`` whose data shares nothing with this record.  ``limit`` bounds
+        what a hibernated payload may inflate to (``max_session_bytes``)."""
         if self.payload is None:
             assert self.data is not None
             data = codec.copy_data(self.data)
         else:
-            raw = codec.decompress(self.payload) if self.hibernated else self.payload
-            data = codec.decode_data(raw)
+            raw = codec.decompress(self.payload, limit) if self.hibernated else self.payload
+            data = codec.decode_data(raw, f"stored data of session {self.id!r}")
         return make_session(
             self.id,
             data,
@@ -98,6 +101,7 @@ class Record(NamedTuple):
             self.timeout_ms,
             self.version,
             self.hibernated,
+            self.incarnation,
         )
 
     # -- deriving ----------------------------------------------------------------
@@ -105,20 +109,20 @@ class Record(NamedTuple):
     def touched(self, now: int) -> Record:
         return Record(
             self.id, self.created_at, now, self.timeout_ms, self.version, self.hibernated,
-            self.payload, self.data,
+            self.incarnation, self.payload, self.data,
         )  # fmt: skip
 
     def rewritten(self, payload: bytes, now: int) -> Record:
         """The next version with new data (stored active, touched at ``now``)."""
         return Record(
             self.id, self.created_at, max(now, self.last_accessed), self.timeout_ms,
-            self.version + 1, False, payload, None,
+            self.version + 1, False, self.incarnation, payload, None,
         )  # fmt: skip
 
     def with_timeout(self, timeout_ms: int | None) -> Record:
         return Record(
             self.id, self.created_at, self.last_accessed, timeout_ms, self.version,
-            self.hibernated, self.payload, self.data,
+            self.hibernated, self.incarnation, self.payload, self.data,
         )  # fmt: skip
 
     def compacted(self, payload: bytes | None = None) -> Record:
@@ -128,17 +132,19 @@ class Record(NamedTuple):
             return self
         return Record(
             self.id, self.created_at, self.last_accessed, self.timeout_ms, self.version,
-            True, codec.compress(self.encoded_payload() if payload is None else payload), None,
+            True, self.incarnation,
+            codec.compress(self.encoded_payload() if payload is None else payload), None,
         )  # fmt: skip
 
-    def woken(self) -> Record:
-        """The active form, with the payload decompressed (data not decoded)."""
+    def woken(self, limit: int) -> Record:
+        """The active form, with the payload decompressed (data not decoded); ``limit``
+        as in :meth:`to_session`."""
         if not self.hibernated:
             return self
         assert self.payload is not None
         return Record(
             self.id, self.created_at, self.last_accessed, self.timeout_ms, self.version,
-            False, codec.decompress(self.payload), None,
+            False, self.incarnation, codec.decompress(self.payload, limit), None,
         )  # fmt: skip
 
     def live(self) -> Record:
@@ -148,5 +154,5 @@ class Record(NamedTuple):
         assert self.payload is not None
         return Record(
             self.id, self.created_at, self.last_accessed, self.timeout_ms, self.version,
-            False, None, codec.decode_data(self.payload),
+            False, self.incarnation, None, codec.decode_data(self.payload),
         )  # fmt: skip

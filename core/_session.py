@@ -19,6 +19,10 @@ class Session:
     ``version`` counts writes of ``data`` (create, update, save).  Touching, waking,
     hibernating and ``set_timeout`` leave it alone, so that two readers never make each
     other's ``save`` conflict.
+
+    ``incarnation`` identifies this life of the id: a session deleted or expired and
+    created again under the same id has another one, and ``save`` of a copy from the
+    old life raises ``SessionNotFound`` instead of overwriting the new session.
     """
 
     id: str
@@ -28,6 +32,7 @@ class Session:
     timeout_ms: int | None
     version: int
     hibernated: bool = False
+    incarnation: int = 0
 
     def is_expired(self, now: int) -> bool:
         """Expired iff it has a timeout and strictly more than that has passed."""
@@ -45,6 +50,7 @@ _slot = {name: Session.__dict__[name].__set__ for name in Session.__slots__}
 _set_id, _set_data, _set_created = _slot["id"], _slot["data"], _slot["created_at"]
 _set_accessed, _set_timeout = _slot["last_accessed"], _slot["timeout_ms"]
 _set_version, _set_hibernated = _slot["version"], _slot["hibernated"]
+_set_incarnation = _slot["incarnation"]
 _new = object.__new__
 
 
@@ -56,6 +62,7 @@ def make_session(
     timeout_ms: int | None,
     version: int,
     hibernated: bool,
+    incarnation: int,
 ) -> Session:
     """``Session(...)`` without the frozen-dataclass overhead (same result)."""
     session: Session = _new(Session)
@@ -66,4 +73,5 @@ def make_session(
     _set_timeout(session, timeout_ms)
     _set_version(session, version)
     _set_hibernated(session, hibernated)
+    _set_incarnation(session, incarnation)
     return session

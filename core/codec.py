@@ -12,7 +12,15 @@ else.  pickle is never used.
 A stored record (a *blob*) is an envelope that names its format::
 
     b"TP"  format-version (1 byte)  flags (1 byte)  msgpack array:
-        [id, created_at, last_accessed, timeout_ms, version, hibernated, payload]
+        version 2: [id, created_at, last_accessed, timeout_ms, version, hibernated,
+                    incarnation, payload]
+        version 1: the same without incarnation (torpor 0.1); read side by side, its
+                   incarnation is taken to be created_at
+
+Decoding is bounded: a damaged or hostile blob gives ``SerializationError``, never a
+``MemoryError``, ``RecursionError`` or a raw ``TypeError``.  Every metadata field is
+type-checked, a compressed payload may not inflate past the caller's limit (its
+``max_session_bytes``), and data may nest at most ``MAX_DEPTH`` containers deep.
 
 ``payload`` is the msgpack encoding of ``data``, zstd-compressed when the flags say
 so (which is exactly when the session is hibernated).  The metadata sits outside the
@@ -32,7 +40,9 @@ from torpor.errors import SerializationError
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_DEPTH",
     "compress",
+    "compressed_saving",
     "copy_data",
     "decode_data",
     "decode_envelope",
@@ -45,7 +55,11 @@ __all__ = [
 ]
 
 MAGIC: Final = b"TP"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+_READABLE_VERSIONS: Final = (1, 2)
+MAX_DEPTH: Final = 256
+"""How deeply session data and messages may nest (containers inside containers).
+Deeper data, and data that contains itself, is a ``SerializationError``."""
 FLAG_COMPRESSED: Final = 0x01
 _HEADER_LEN: Final = 4
 
@@ -54,7 +68,8 @@ _decoder = msgspec.msgpack.Decoder()
 _SCALARS: Final = frozenset({str, int, float, bool, bytes, type(None)})
 _CONTAINERS: Final = frozenset({dict, list, tuple})
 
-EnvelopeMeta = tuple[str, int, int, int | None, int, bool]
+EnvelopeMeta = tuple[str, int, int, int | None, int, bool, int]
+"""id, created_at, last_accessed, timeout_ms, version, hibernated, incarnation"""
 
 
 def encode_data(data: object) -> bytes:
@@ -68,8 +83,8 @@ def encode_data(data: object) -> bytes:
 
 def encode_value(value: object, what: str = "message") -> bytes:
     """Encode any storable value (a mailbox message, say); same rules as data."""
-    if type(value) not in _SCALARS and not _ok(value):
-        raise SerializationError(_describe_problem(value, what))
+    if type(value) not in _SCALARS and not _ok(value, MAX_DEPTH):
+        raise SerializationError(_describe_problem(value, what, MAX_DEPTH))
     try:
         return _encoder.encode(value)
     except (OverflowError, msgspec.EncodeError) as exc:
@@ -90,54 +105,59 @@ def copy_data(data: dict[str, Any]) -> dict[str, Any]:
     return _decoder.decode(_encoder.encode(data))  # type: ignore[no-any-return]
 
 
-def decode_value(payload: bytes) -> Any:
+def decode_value(payload: bytes, what: str = "stored value") -> Any:
     """Decode what :func:`encode_value` produced."""
     try:
         return _decoder.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise SerializationError(f"stored value is corrupt: {exc}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise SerializationError(f"{what} is corrupt: {exc}") from None
 
 
-def decode_data(payload: bytes) -> dict[str, Any]:
+def decode_data(payload: bytes, what: str = "stored session data") -> dict[str, Any]:
     """Decode what :func:`encode_data` produced."""
-    try:
-        data = _decoder.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise SerializationError(f"stored session data is corrupt: {exc}") from None
+    data = decode_value(payload, what)
     if type(data) is not dict:
-        raise SerializationError("stored session data is not a map")
+        raise SerializationError(f"{what} is corrupt: not a map")
     return data
 
 
-def _ok(value: Any) -> bool:
+def _ok(value: Any, depth: int) -> bool:
     # Fast walk; on the first problem, _describe_problem walks again for a readable path.
+    # ``depth`` counts down: self-referencing data runs out of it instead of the stack.
     kind = type(value)
     if kind is dict:
+        if not depth:
+            return False
         for key, item in value.items():
             if type(key) is not str:
                 return False
-            if type(item) not in _SCALARS and not _ok(item):
+            if type(item) not in _SCALARS and not _ok(item, depth - 1):
                 return False
         return True
     if kind is list or kind is tuple:
-        return all(type(item) in _SCALARS or _ok(item) for item in value)
+        return bool(depth) and all(type(item) in _SCALARS or _ok(item, depth - 1) for item in value)
     return kind in _SCALARS
 
 
-def _describe_problem(value: Any, path: str) -> str:
+def _describe_problem(value: Any, path: str, depth: int) -> str:
     kind = type(value)
+    if kind in _CONTAINERS and not depth:
+        return (
+            f"{path} nests deeper than {MAX_DEPTH} levels (or contains itself); flatten it "
+            "or store a reference instead"
+        )
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
                 return (
                     f"{path} has a key {key!r} of type {type(key).__name__}; dict keys must be str"
                 )
-            if not _ok(item):
-                return _describe_problem(item, f"{path}[{key!r}]")
+            if not _ok(item, depth - 1):
+                return _describe_problem(item, f"{path}[{key!r}]", depth - 1)
     elif kind is list or kind is tuple:
         for index, item in enumerate(value):
-            if not _ok(item):
-                return _describe_problem(item, f"{path}[{index}]")
+            if not _ok(item, depth - 1):
+                return _describe_problem(item, f"{path}[{index}]", depth - 1)
     return (
         f"{path} is a {kind.__name__}, which is not msgpack-able; allowed: None, bool, "
         "int, float, str, bytes, list, tuple and dict with str keys (convert it first, "
@@ -161,12 +181,37 @@ def compress(payload: bytes) -> bytes:
     return _zstd.compressor.compress(payload)
 
 
-def decompress(payload: bytes) -> bytes:
-    """Inverse of :func:`compress`."""
+def compressed_saving(payload: bytes) -> int:
+    """Bytes saved by compressing: the size the frame announces minus its own."""
+    return max(zstandard.frame_content_size(payload), 0) - len(payload)
+
+
+def decompress(payload: bytes, limit: int) -> bytes:
+    """Inverse of :func:`compress`, refusing to produce more than ``limit`` bytes.
+
+    A zstd frame may announce its size (ours always do): one larger than ``limit`` is
+    refused before anything is allocated.  A frame that does not announce it is
+    inflated through a bounded reader.
+    """
     try:
-        return _zstd.decompressor.decompress(payload)
+        announced = zstandard.frame_content_size(payload)
+        if 0 <= announced <= limit:
+            raw = _zstd.decompressor.decompress(payload)
+        elif announced > limit:
+            raise SerializationError(
+                f"stored hibernated session claims {announced} bytes, over the limit of "
+                f"{limit} (max_session_bytes); refusing to inflate it"
+            )
+        else:
+            raw = _zstd.decompressor.stream_reader(payload).read(limit + 1)
     except zstandard.ZstdError as exc:
         raise SerializationError(f"stored hibernated session is corrupt: {exc}") from None
+    if len(raw) > limit:
+        raise SerializationError(
+            f"stored hibernated session inflates past the limit of {limit} bytes "
+            "(max_session_bytes); refusing to inflate it"
+        )
+    return raw
 
 
 def encode_envelope(meta: EnvelopeMeta, payload: bytes, *, compressed: bool) -> bytes:
@@ -175,31 +220,52 @@ def encode_envelope(meta: EnvelopeMeta, payload: bytes, *, compressed: bool) -> 
     return header + _encoder.encode((*meta, payload))
 
 
+def _corrupt(detail: str) -> SerializationError:
+    return SerializationError(f"stored record is corrupt: {detail}")
+
+
 def decode_envelope(blob: bytes) -> tuple[EnvelopeMeta, bytes, bool]:
     """Split a stored record into (metadata, payload, compressed).
 
-    Raises ``SerializationError`` for something that is not a torpor record, or that a
-    newer torpor wrote in a format this one does not know.
+    Raises ``SerializationError`` for something that is not a torpor record, a damaged
+    one, or one that a newer torpor wrote in a format this one does not know.
     """
+    if type(blob) is not bytes:
+        blob = bytes(blob)
     if blob[:2] != MAGIC or len(blob) < _HEADER_LEN:
         raise SerializationError(
             "stored value is not a torpor record (bad magic); was it written by something "
             "else into torpor's namespace?"
         )
     version = blob[2]
-    if version != FORMAT_VERSION:
+    if version not in _READABLE_VERSIONS:
         raise SerializationError(
             f"stored record uses format version {version}, but this torpor reads only "
-            f"version {FORMAT_VERSION}; upgrade torpor to read it"
+            f"versions {', '.join(map(str, _READABLE_VERSIONS))}; upgrade torpor to read it"
         )
     flags = blob[3]
     try:
         fields = _decoder.decode(memoryview(blob)[_HEADER_LEN:])
-        sid, created, accessed, timeout, version_, hibernated, payload = fields
-    except (msgspec.DecodeError, ValueError, TypeError) as exc:
-        raise SerializationError(f"stored record is corrupt: {exc}") from None
-    return (
-        (sid, created, accessed, timeout, version_, hibernated),
-        payload,
-        bool(flags & FLAG_COMPRESSED),
-    )
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _corrupt(str(exc)) from None
+    if type(fields) is not list or len(fields) != (8 if version == 2 else 7):
+        raise _corrupt("wrong number of fields")
+    if version == 1:  # torpor 0.1: no incarnation; created_at stands in for it
+        fields.insert(6, fields[1])
+    sid, created, accessed, timeout, version_, hibernated, incarnation, payload = fields
+    if not (
+        type(sid) is str
+        and type(created) is int
+        and type(accessed) is int
+        and (timeout is None or (type(timeout) is int and timeout >= 0))
+        and type(version_) is int
+        and version_ >= 1
+        and type(hibernated) is bool
+        and type(incarnation) is int
+        and type(payload) is bytes
+    ):
+        raise _corrupt("a metadata field has the wrong type")
+    compressed = bool(flags & FLAG_COMPRESSED)
+    if compressed != hibernated:
+        raise _corrupt(f"hibernated={hibernated} but compressed={compressed}")
+    return (sid, created, accessed, timeout, version_, hibernated, incarnation), payload, compressed

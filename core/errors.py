@@ -17,25 +17,26 @@ anything torpor decided to refuse, and nothing that is a bug::
     ├── BackendUnavailable                             the engine failed (disk, network...)
     ├── UnsupportedOperation                           the backend cannot do this at all
     ├── ManagerClosed                                  a call after close()
-    └── SessionCancelled                               cancel() woke a blocked receive()
+    ├── SessionCancelled                               cancel() woke a blocked receive()
+    ├── InvalidArgument         (also a ValueError)   a bad argument value or type
+    └── ReentrantCall           (also a RuntimeError) the manager called from update(fn)
 
 A backend's own exceptions (lmdb.Error, redis.RedisError, sqlite3.Error) never reach
 the user raw: backends translate them into ``BackendUnavailable`` (or a more precise
 error above), keeping the original as ``__cause__``.
 
 Messages say what was wrong and what to do about it.  They never contain
-credentials: see :func:`redact` for the helper backends use on connection strings.
+credentials.
 """
 
 from __future__ import annotations
-
-import re
 
 __all__ = [
     "BackendNotFound",
     "BackendUnavailable",
     "ConfigError",
     "Conflict",
+    "InvalidArgument",
     "InvalidSessionId",
     "ManagerClosed",
     "MissingDependency",
@@ -45,8 +46,8 @@ __all__ = [
     "SessionNotFound",
     "SessionTooLarge",
     "TorporError",
+    "ReentrantCall",
     "UnsupportedOperation",
-    "redact",
 ]
 
 
@@ -120,15 +121,24 @@ class SessionCancelled(TorporError):
     """The session was cancelled while a consumer waited in ``receive``."""
 
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<auth>[^@/]*@)", re.IGNORECASE)
-_SECRET_OPTION = re.compile(r"(?i)\b(password|passwd|secret|token|api_key)=([^\s&,;]+)")
+class InvalidArgument(TorporError, ValueError):
+    """An argument has a bad value or type (a negative, NaN or infinite ``timeout``,
+    ``max_messages < 1``, a ``path`` that is not a non-empty path...).
 
-
-def redact(text: str) -> str:
-    """Remove credentials from a URL or option string before it is shown anywhere.
-
-    ``redis://user:pw@host:6379/0`` becomes ``redis://***@host:6379/0`` and
-    ``password=hunter2`` becomes ``password=***``.
+    ``argument`` names the argument, so callers can tell which one without parsing
+    the message.
     """
-    text = _CREDENTIALS.sub(r"\g<scheme>***@", text)
-    return _SECRET_OPTION.sub(r"\1=***", text)
+
+    def __init__(self, message: str, *, argument: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class ReentrantCall(TorporError, RuntimeError):
+    """A torpor manager was called from inside an ``update`` function.
+
+    ``fn`` runs inside the backend's transaction (under a lock, or an engine's write
+    transaction); a call back into torpor from there could deadlock or fail in the
+    engine, so it is refused at once.  Compute what you need before ``update``, or
+    make the second call after it returns.
+    """

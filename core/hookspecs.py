@@ -26,7 +26,41 @@ Values a backend gives back
 Wherever a hook returns a stored session it may return either the ``bytes`` of
 :attr:`Record.blob` exactly as stored, or a :class:`Record`.  The manager never hands a
 backend's objects to users (``Record.to_session`` copies), so an in-process backend can
-return its records without copying.
+return its records without copying.  Walks (``torpor_iterate``) and ``torpor_find``
+return ``(key, value)`` pairs, so that the manager can tell a record stored under
+another key than the id it names (damaged or foreign data) from a real session.
+
+Damaged and foreign data
+========================
+
+A backend stores what it is given and gives back what it has, bytes for bytes; it
+never decides whether a value is a valid record.  The manager does: a value that is
+not an intact torpor record (or names another id than its key) raises
+``SerializationError`` on ``get``/``peek``/``update``, is removed by ``delete``, and is
+skipped, logged once and counted in ``stats().damaged`` by walks, ``len``, ``find`` and
+sweeps.  So a backend's walks and indexes must keep going past such values, and its
+``torpor_delete`` must work without decoding the value.
+
+Incarnations, removals and the mailbox
+======================================
+
+``Record.incarnation`` tells two lives of one id apart.  A transaction function
+removes a session by returning a :class:`Removal`: ``DELETE``, ``CANCEL`` or
+``EXPIRE``; its ``reason`` matters only to a backend with its own mailbox
+(``SHARED_MAILBOX``), which must, *in the same transaction as the record change*:
+
+* on a removal, discard every message of the session and leave the reason where
+  receivers blocked on that incarnation (in any process) will find it: they raise
+  ``SessionCancelled`` for ``CANCEL``, ``SessionNotFound`` otherwise;
+* on a store whose ``incarnation`` differs from the stored record's (``create`` over
+  an expired session), do the same as for ``EXPIRE``.
+
+``Mailbox.send`` checks, in one atomic step with the enqueue, that the stored record
+still has the given incarnation.  Together these make sure that no message outlives
+its session, none reaches a later session with the same id, and none is dropped from
+a live one.  Cleaning up must cost what the removed session's own messages cost,
+never a scan of other sessions' data.  Without ``SHARED_MAILBOX`` the core does all
+of this itself with an in-process mailbox.
 
 Errors
 ======
@@ -38,6 +72,9 @@ Thread safety
 =============
 
 Hooks are called from any thread, concurrently.  Backends must be thread-safe.
+The manager never calls a hook from inside a transaction function of the same thread
+(a user's ``update`` function that calls back into torpor gets ``ReentrantCall``), so
+a backend may hold its write lock or transaction while ``fn`` runs.
 
 Extension plugins
 =================
@@ -63,31 +100,48 @@ if TYPE_CHECKING:
     from torpor._mailbox import Mailbox
     from torpor._record import Record
 
-__all__ = ["DELETE", "PROJECT", "BatchFn", "TransactFn", "hookimpl", "hookspec"]
+__all__ = [
+    "CANCEL",
+    "DELETE",
+    "EXPIRE",
+    "PROJECT",
+    "BatchFn",
+    "Removal",
+    "TransactFn",
+    "hookimpl",
+    "hookspec",
+]
 
 PROJECT = "torpor"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-class _Delete:
-    """Sentinel returned by a transaction function: delete the session."""
+class Removal:
+    """What a transaction function returns to remove the session.
 
-    _instance: _Delete | None = None
+    Three instances exist: ``DELETE``, ``CANCEL`` and ``EXPIRE``.  A backend removes
+    the record for each alike; ``reason`` (``"deleted"``, ``"cancelled"``,
+    ``"expired"``) is for a backend's own mailbox, which tells blocked receivers why
+    their session went (see "Incarnations, removals and the mailbox" above).
+    """
 
-    def __new__(cls) -> _Delete:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    __slots__ = ("_name", "reason")
+
+    def __init__(self, name: str, reason: str) -> None:
+        self._name = name
+        self.reason = reason
 
     def __repr__(self) -> str:
-        return "torpor.DELETE"
+        return f"torpor.{self._name}"
 
 
-DELETE = _Delete()
+DELETE = Removal("DELETE", "deleted")
+CANCEL = Removal("CANCEL", "cancelled")
+EXPIRE = Removal("EXPIRE", "expired")
 
-TransactFn = Callable[["Record | bytes | None"], "Record | _Delete | None"]
-BatchFn = Callable[[str, "Record | bytes | None"], "Record | _Delete | None"]
+TransactFn = Callable[["Record | bytes | None"], "Record | Removal | None"]
+BatchFn = Callable[[str, "Record | bytes | None"], "Record | Removal | None"]
 
 
 # ---------------------------------------------------------------------------------
@@ -158,7 +212,8 @@ def torpor_store(record: Record) -> None:
 
 @hookspec(firstresult=True)
 def torpor_delete(session_id: str) -> bool:  # type: ignore[empty-body]
-    """Delete the record; True if one existed.  Required."""
+    """Delete the record; True if one existed.  Required.  Must not need to decode the
+    stored value: it is how a damaged record is removed."""
 
 
 @hookspec(firstresult=True)
@@ -167,7 +222,8 @@ def torpor_ids() -> Iterable[str | bytes]:  # type: ignore[empty-body]
 
     Required.  May be a snapshot list or a lazy iterable; it may include keys that are
     not valid session ids (foreign keys in a shared namespace): return them as
-    ``bytes`` if they are not valid UTF-8.  The manager filters them.
+    ``bytes`` if they are not valid UTF-8.  The manager filters them, and skips them
+    in walks and counts.
     """
 
 
@@ -183,13 +239,15 @@ def torpor_transact(session_id: str, fn: TransactFn) -> None:
     (threads, and processes for a multi-process backend):
 
     * a ``Record``: store it (as ``torpor_store`` would);
-    * ``torpor.DELETE``: delete the session;
+    * a :class:`Removal` (``torpor.DELETE``, ``CANCEL`` or ``EXPIRE``): delete the
+      session (and, with ``SHARED_MAILBOX``, its mail, in the same transaction);
     * ``None``: change nothing.
 
     If ``fn`` raises, store nothing and let the exception propagate.  ``fn`` may be
-    called more than once if the backend retries an optimistic transaction, so it must
-    have no effect besides its return value.  Without this hook the manager serialises
-    writers with an in-process lock per id, which is atomic only within one process.
+    called more than once if the backend retries an optimistic transaction (the
+    manager keeps only the last call's decision), so it must have no effect besides
+    its return value.  Without this hook the manager serialises writers with an
+    in-process lock per id, which is atomic only within one process.
     """
 
 
@@ -199,24 +257,30 @@ def torpor_transact_batch(session_ids: Sequence[str], fn: BatchFn) -> None:
     with ``torpor_transact`` (it is part of ``ATOMIC_UPDATE``).
 
     Call ``fn(session_id, current)`` for each id in order, applying each result as
-    ``torpor_transact`` would, all in one atomic transaction.  Sweeps use it to
-    hibernate or expire a batch with one commit instead of one per session.  If ``fn``
-    raises, abort the whole transaction and let the exception propagate (an urgent
-    close stops a sweep this way).  Without this hook the manager calls
-    ``torpor_transact`` once per id.
+    ``torpor_transact`` would, all in one atomic transaction (one commit).  Sweeps use
+    it to hibernate or expire a batch with one commit instead of one per session.  If
+    ``fn`` raises, abort the whole transaction (nothing of the batch is applied) and
+    let the exception propagate: an urgent close stops a sweep this way.  Without this
+    hook the manager calls ``torpor_transact`` once per id.
     """
 
 
 @hookspec(firstresult=True)
-def torpor_iterate(cursor: Any, batch_size: int) -> tuple[Sequence[Record | bytes], Any]:  # type: ignore[empty-body]
+def torpor_iterate(  # type: ignore[empty-body]
+    cursor: Any, batch_size: int
+) -> tuple[Sequence[tuple[str | bytes, Record | bytes]], Any]:
     """One batch of a native walk over all records.  Capability ``NATIVE_ITERATION``.
 
     ``cursor`` is None for the first batch, then whatever the previous call returned.
-    Return ``(records, next_cursor)``; ``next_cursor`` None means the walk is over.
-    Every record that exists during the whole walk must be returned exactly once;
-    records written during the walk may or may not be.  Each call should open and close
-    its own read transaction (a slow consumer must not pin a snapshot) and hold memory
-    in proportion to ``batch_size``, not to the store.
+    Return ``(items, next_cursor)``: ``items`` are ``(key, value)`` pairs (the key as
+    ``torpor_ids`` gives it, the value as ``torpor_fetch`` would); ``next_cursor`` None
+    means the walk is over.  Every record that exists during the whole walk must be
+    returned exactly once, and no key may come twice in one walk, even if it is deleted
+    and created again meanwhile; records written during the walk may or may not be
+    returned.  Values that are not valid records are returned like any other (the
+    manager skips them).  Each call should open and close its own read transaction (a
+    slow consumer must not pin a snapshot) and hold memory in proportion to
+    ``batch_size``, not to the store.
     """
 
 
@@ -239,15 +303,23 @@ def torpor_expired_ids(now_ms: int, limit: int) -> Sequence[str]:  # type: ignor
 
 
 @hookspec(firstresult=True)
-def torpor_count() -> int:  # type: ignore[empty-body]
-    """How many records are stored (expired ones included).  Optional; without it the
-    manager counts ``torpor_ids``."""
+def torpor_count(now_ms: int) -> int | None:  # type: ignore[empty-body]
+    """How many sessions ``ids()`` would yield at ``now_ms`` on a quiet store: intact
+    records that are not expired (``now_ms - last_accessed > timeout_ms``), without
+    damaged or foreign values.  Optional; return None (or leave the hook out) unless
+    you know the exact figure cheaply, and the manager counts by walking.
+    """
 
 
 @hookspec(firstresult=True)
-def torpor_find(criteria: Mapping[str, Any]) -> Sequence[Record | bytes]:  # type: ignore[empty-body]
-    """Records whose ``data[field] == value`` for every item of ``criteria``.
-    Capability ``SECONDARY_INDEX``.  May include expired records (the manager filters).
+def torpor_find(  # type: ignore[empty-body]
+    criteria: Mapping[str, Any],
+) -> Sequence[tuple[str | bytes, Record | bytes]] | None:
+    """``(key, value)`` pairs of the records whose ``data[field] == value`` for every
+    item of ``criteria``.  Capability ``SECONDARY_INDEX``.  May include expired records
+    and false positives (the manager re-checks every candidate).  Return None when no
+    criterion is indexed: the manager then scans in batches, which a backend must not
+    do in one transaction.
     """
 
 
@@ -259,14 +331,17 @@ def torpor_create_index(field: str) -> None:
 
 @hookspec(firstresult=True)
 def torpor_stats() -> BackendStats:  # type: ignore[empty-body]
-    """Counts and memory the backend knows cheaply.  Optional; fields may be None."""
+    """What the backend knows about its memory or storage footprint, and how it was
+    measured.  Optional.  (Session counts come from the manager's own walk.)"""
 
 
 @hookspec(firstresult=True)
 def torpor_mailbox() -> Mailbox:  # type: ignore[empty-body]
-    """The backend's mailbox (see ``torpor.Mailbox``).  Capability ``SHARED_MAILBOX``
-    when it is shared by every process that opens the storage.  Optional; without it
-    the manager keeps an in-process mailbox.  Called once, at open.
+    """The backend's mailbox (see ``torpor.Mailbox``).  Capability ``SHARED_MAILBOX``:
+    shared by every process that opens the storage, and changed in the same
+    transaction as the records (see "Incarnations, removals and the mailbox" above),
+    which is why it goes with ``ATOMIC_UPDATE``.  Optional; without it the manager
+    keeps an in-process mailbox.  Called once, at open.
     """
 
 

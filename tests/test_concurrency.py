@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 
 import torpor
@@ -57,16 +59,7 @@ def test_save_races_have_one_winner(mgr: torpor.Manager) -> None:
         assert copy is not None
         barrier.wait()
         try:
-            mgr.save(
-                torpor.Session(
-                    copy.id,
-                    {"n": i},
-                    copy.created_at,
-                    copy.last_accessed,
-                    copy.timeout_ms,
-                    copy.version,
-                )
-            )
+            mgr.save(dataclasses.replace(copy, data={"n": i}))
             results.append("ok")
         except torpor.Conflict:
             results.append("conflict")

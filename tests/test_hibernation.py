@@ -6,7 +6,7 @@ import pytest
 
 import torpor
 from tests.conftest import OpenFn
-from torpor._sample import chat_session
+from torpor.sample import chat_session
 
 
 def test_counts_exactly_the_idle_sessions(mgr: torpor.Manager, clock: torpor.ManualClock) -> None:

@@ -72,7 +72,7 @@ def test_send_errors(mgr: torpor.Manager) -> None:
     with pytest.raises(SerializationError):
         mgr.send(s.id, {"bad": {1}})
     assert mgr.pending(s.id) == 0
-    with pytest.raises(torpor.ConfigError):
+    with pytest.raises(torpor.InvalidArgument):
         mgr.receive(s.id, max_messages=0)
 
 

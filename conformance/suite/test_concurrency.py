@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 
 import torpor
@@ -57,7 +59,7 @@ def test_one_winner_per_contested_save(kit: Kit) -> None:
 
     def work(k: int) -> None:
         try:
-            mgr.save(torpor.Session(s.id, {"n": k}, s.created_at, s.last_accessed, s.timeout_ms, 1))
+            mgr.save(dataclasses.replace(s, data={"n": k}))
             outcome.append("saved")
         except torpor.Conflict:
             outcome.append("conflict")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import uuid
 
@@ -89,7 +90,7 @@ def test_save_is_optimistic(kit: Kit) -> None:
     s = mgr.create({"n": 0})
     a, b = mgr.get(s.id), mgr.get(s.id)
     assert a is not None and b is not None
-    first = torpor.Session(a.id, {"n": "a"}, a.created_at, a.last_accessed, a.timeout_ms, a.version)
+    first = dataclasses.replace(a, data={"n": "a"})
     assert mgr.save(first).version == 2
     with pytest.raises(torpor.Conflict):
         mgr.save(b)
@@ -162,6 +163,94 @@ def test_closed_manager(kit: Kit) -> None:
     mgr.close()
     with pytest.raises(torpor.ManagerClosed):
         mgr.get(s.id)
+
+
+def test_a_stale_copy_never_overwrites_a_re_created_session(kit: Kit) -> None:
+    # DESIGN §11, incarnation: same id, same version, but another life of the id.
+    mgr = kit.open()
+    old = mgr.create({"owner": "ada"}, session_id="acct")
+    assert mgr.delete("acct")
+    new = mgr.create({"owner": "bob"}, session_id="acct")
+    assert (new.version, new.created_at) == (old.version, old.created_at)  # same ms here
+    assert new.incarnation != old.incarnation
+    with pytest.raises(torpor.SessionNotFound, match="created again"):
+        mgr.save(dataclasses.replace(old, data={"owner": "eve"}))
+    assert mgr.peek("acct").data == {"owner": "bob"}  # type: ignore[union-attr]
+    # Expired and taken over by create: the same rule.
+    kit.clock.advance(10 * STEP_MS)
+    mgr.set_timeout("acct", 1)
+    kit.clock.advance(2)
+    again = mgr.create({"owner": "cy"}, session_id="acct")
+    with pytest.raises(torpor.SessionNotFound):
+        mgr.save(dataclasses.replace(new, data={"owner": "eve"}))
+    assert mgr.peek("acct") == dataclasses.replace(again, last_accessed=again.last_accessed)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [lambda d: d.update(x=1), lambda d: None, lambda d: [("x", 1)], lambda d: "x"],
+    ids=["dict.update", "None", "list", "str"],
+)
+def test_update_must_return_a_dict(kit: Kit, fn: object) -> None:
+    mgr = kit.open()
+    s = mgr.create({"n": 1})
+    with pytest.raises(torpor.SerializationError, match="dict"):
+        mgr.update(s.id, fn)  # type: ignore[arg-type]
+    got = mgr.peek(s.id)
+    assert got is not None and got.data == {"n": 1} and got.version == 1
+
+
+def test_calling_the_manager_from_update_is_refused_at_once(kit: Kit) -> None:
+    mgr = kit.open()
+    a = mgr.create({"n": 1})
+    b = mgr.create({"n": 2})
+    for call in (
+        lambda: mgr.get(a.id),  # the same id: a deadlock on a lock-per-id backend
+        lambda: mgr.get(b.id),
+        lambda: mgr.update(b.id, lambda d: d),
+        lambda: len(mgr),
+    ):
+
+        def fn(d: dict[str, object], call: object = call) -> dict[str, object]:
+            call()  # type: ignore[operator]
+            return {"changed": True}
+
+        with pytest.raises(torpor.ReentrantCall):
+            mgr.update(a.id, fn)
+    assert mgr.peek(a.id).data == {"n": 1}  # type: ignore[union-attr]
+    assert mgr.get(b.id) is not None  # nothing is left locked
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda m, s: m.receive(s, timeout=-1), "timeout"),
+        (lambda m, s: m.receive(s, timeout=float("nan")), "timeout"),
+        (lambda m, s: m.receive(s, timeout=float("inf")), "timeout"),
+        (lambda m, s: m.receive(s, timeout="1"), "timeout"),
+        (lambda m, s: m.receive(s, max_messages=0), "max_messages"),
+        (lambda m, s: m.receive(s, max_messages=True), "max_messages"),
+        (lambda m, s: m.set_timeout(s, -5), "timeout_ms"),
+        (lambda m, s: m.set_timeout(s, 1.5), "timeout_ms"),
+        (lambda m, s: m.create({}, timeout_ms=float("inf")), "timeout_ms"),
+        (lambda m, s: list(m.ids(batch_size=0)), "batch_size"),
+        (lambda m, s: m.find(), "criteria"),
+    ],
+)
+def test_bad_arguments_are_invalid_argument(kit: Kit, call: object, argument: str) -> None:
+    mgr = kit.open()
+    s = mgr.create({})
+    with pytest.raises(torpor.InvalidArgument) as caught:
+        call(mgr, s.id)  # type: ignore[operator]
+    assert caught.value.argument == argument
+    assert isinstance(caught.value, ValueError)
+
+
+def test_a_huge_finite_timeout_waits_without_overflow(kit: Kit) -> None:
+    mgr = kit.open()
+    s = mgr.create({})
+    mgr.send(s.id, "ready")
+    assert mgr.receive(s.id, timeout=1e300) == ["ready"]  # a message: no wait at all
 
 
 kit_module(globals(), "crud")

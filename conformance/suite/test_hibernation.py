@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from torpor._sample import chat_session
+from torpor.sample import chat_session
 from torpor.conformance._kit import STEP_MS, Kit
 from torpor.conformance._marks import kit_module
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 
 import pytest
 
 import torpor
-from torpor.conformance._kit import Kit, blocked_consumer
+from torpor.conformance._kit import STEP_MS, Kit, blocked_consumer
 from torpor.conformance._marks import kit_module
 
 
@@ -92,6 +96,131 @@ def test_mailbox_errors(kit: Kit) -> None:
     with pytest.raises(torpor.SerializationError):
         mgr.send(s.id, {"x": {1, 2}})
     assert mgr.receive(s.id) == []
+
+
+@contextmanager
+def _busy_switching() -> Iterator[None]:
+    """Switch threads as often as CPython allows, so races show in a few rounds."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+class _SlowEngine:
+    """An extension plugin that hands the GIL to other threads after every fetch and
+    write, as a network round trip would: it widens the window between a check or a
+    write and what depends on it, so check-then-act races show within a few rounds."""
+
+    @staticmethod
+    def _slowly() -> Generator[None, object, object]:
+        result = yield
+        time.sleep(0)
+        return result
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_fetch(self, session_id: str) -> Generator[None, object, object]:
+        return (yield from self._slowly())
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_delete(self, session_id: str) -> Generator[None, object, object]:
+        return (yield from self._slowly())
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_transact(self, session_id: str, fn: object) -> Generator[None, object, object]:
+        return (yield from self._slowly())
+
+
+def _race(*bodies: Callable[[], None]) -> None:
+    start = threading.Barrier(len(bodies))
+    errors: list[BaseException] = []
+
+    def run(body: Callable[[], None]) -> None:
+        start.wait()
+        try:
+            body()
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors
+
+
+def test_mail_never_reaches_a_later_session_with_the_same_id(kit: Kit) -> None:
+    # DESIGN §11: a send racing a cancel either lands before the cancel (and is
+    # discarded with the session) or is refused; it never waits for the next session.
+    mgr = kit.open(plugins=[_SlowEngine()])
+    refused = 0
+    with _busy_switching():
+        for round_ in range(150):
+            mgr.create({}, session_id="m")
+
+            def send(round_: int = round_) -> None:
+                nonlocal refused
+                try:
+                    mgr.send("m", ["old", round_])
+                except torpor.SessionNotFound:
+                    refused += 1
+
+            _race(send, lambda: mgr.cancel("m"))
+            mgr.create({}, session_id="m")
+            mgr.send("m", ["new", round_])
+            assert mgr.receive("m", max_messages=10) == [["new", round_]], round_
+            assert mgr.delete("m")
+    assert 0 <= refused <= 150
+
+
+def test_a_removal_never_drops_the_next_sessions_mail(kit: Kit) -> None:
+    # The reverse race: the old session's cleanup must not discard what was sent to
+    # the new session created right after it.
+    mgr = kit.open(plugins=[_SlowEngine()])
+    with _busy_switching():
+        for round_ in range(150):
+            mgr.create({}, session_id="r")
+
+            def recreate_and_send(round_: int = round_) -> None:
+                while True:
+                    try:
+                        mgr.create({}, session_id="r")
+                        break
+                    except torpor.SessionExists:
+                        continue
+                mgr.send("r", ["new", round_])
+
+            _race(lambda: mgr.cancel("r"), recreate_and_send)
+            assert mgr.receive("r", max_messages=10) == [["new", round_]], round_
+            assert mgr.delete("r")
+
+
+def test_expiry_discards_mail_with_the_session(kit: Kit) -> None:
+    mgr = kit.open()
+    mgr.create({}, session_id="e", timeout_ms=STEP_MS)
+    mgr.send("e", "stale")
+    kit.clock.advance(STEP_MS + 1)
+    mgr.create({}, session_id="e")  # takes over the expired, unswept record
+    assert mgr.pending("e") == 0 and mgr.receive("e") == []
+    mgr.send("e", "fresh")
+    mgr.set_timeout("e", STEP_MS)
+    kit.clock.advance(STEP_MS + 1)
+    assert mgr.cleanup_expired() == 1
+    mgr.create({}, session_id="e")
+    assert mgr.receive("e") == []
+
+
+def test_close_wakes_a_blocked_consumer_with_manager_closed(kit: Kit) -> None:
+    mgr = kit.open()
+    s = mgr.create({})
+    thread, outcome = blocked_consumer(mgr, s.id)
+    mgr.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], torpor.ManagerClosed), outcome
 
 
 kit_module(globals(), "mailbox")

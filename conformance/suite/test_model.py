@@ -5,6 +5,7 @@ Run it longer with ``--torpor-examples N`` (default 25 examples of up to 40 step
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 from typing import Any
 
@@ -43,7 +44,7 @@ class SessionMachine(RuleBasedStateMachine):
         self.kit.fresh_storage()
         self.mgr = self.kit.open()
         self.model = Model(self.mgr.touch_resolution_ms)
-        self.copies: list[torpor.Session] = []
+        self.copies: list[tuple[torpor.Session, int]] = []  # with the model's life
 
     @property
     def now(self) -> int:
@@ -51,7 +52,8 @@ class SessionMachine(RuleBasedStateMachine):
 
     def _remember(self, session: torpor.Session | None) -> None:
         if session is not None:
-            self.copies = [*self.copies[-4:], session]
+            life = self.model.stored[session.id].life
+            self.copies = [*self.copies[-4:], (session, life)]
 
     def _same(self, got: torpor.Session | None, sid: str) -> None:
         want = self.model.stored.get(sid)
@@ -104,13 +106,10 @@ class SessionMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.copies))
     @rule(index=st.integers(0, 4), value=VALUES)
     def save(self, index: int, value: Any) -> None:
-        copy = self.copies[index % len(self.copies)]
-        changed = torpor.Session(
-            copy.id, {**copy.data, "saved": value}, copy.created_at, copy.last_accessed,
-            copy.timeout_ms, copy.version,
-        )  # fmt: skip
+        copy, life = self.copies[index % len(self.copies)]
+        changed = dataclasses.replace(copy, data={**copy.data, "saved": value})
         live = self.model.live(copy.id, self.now)
-        if live is None:
+        if live is None or live.life != life:  # gone, or a later session under the id
             with pytest.raises(torpor.SessionNotFound):
                 self.mgr.save(changed)
             self.model.drop_if_expired(copy.id, self.now)
@@ -148,6 +147,7 @@ class SessionMachine(RuleBasedStateMachine):
         walked = list(self.mgr.ids(batch_size=2))
         assert len(walked) == len(set(walked))
         assert set(walked) == self.model.live_ids(self.now)
+        assert len(self.mgr) == len(walked)  # counts agree (DESIGN §11)
         for session in self.mgr.sessions(batch_size=3):
             self._same(session, session.id)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import torpor
@@ -45,7 +47,7 @@ def test_reopen_after_cleanup_and_save(kit: Kit) -> None:
     mgr = kit.open()
     doomed = mgr.create({}, timeout_ms=1)
     s = mgr.create({"v": 1})
-    mgr.save(torpor.Session(s.id, {"v": 2}, s.created_at, s.last_accessed, s.timeout_ms, 1))
+    mgr.save(dataclasses.replace(s, data={"v": 2}))
     kit.clock.advance(2)
     assert mgr.cleanup_expired() == 1
     again = kit.reopen(mgr)

@@ -6,8 +6,9 @@ and out: the manager never shares a dict with a caller (``Record.to_session``).
 
 Concurrency: one short lock guards the dict and the indexes; writes to one session are
 serialised by the core's per-id locks (the backend does not implement
-``torpor_transact``; in one process that is exactly as atomic).  Iteration and sweeps
-take the lock per batch, never for the whole store.
+``torpor_transact``; in one process that is exactly as atomic).  Walks and sweeps take
+the lock once per batch; ``torpor_ids`` (a snapshot of the keys), ``torpor_stats``
+and an orderly close hold it for one pass over the dict.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from torpor import BackendStats, Capability, Record, check_backend_options
+from torpor import BackendStats, Capability, Record, check_backend_options, parse_int
 from torpor.plugins.ets_like._indexes import SeqIndex, TimeIndex
 
 __all__ = ["EtsLikeBackend", "create_backend"]
@@ -104,10 +105,16 @@ class EtsLikeBackend:
             return list(self._entries)
 
     # -- native hooks --------------------------------------------------------------
-    def torpor_iterate(self, cursor: Any, batch_size: int) -> tuple[Sequence[Record], Any]:
+    def torpor_iterate(
+        self, cursor: Any, batch_size: int
+    ) -> tuple[Sequence[tuple[str, Record]], Any]:
+        # The cursor carries the walk's high-water mark: sessions created after the walk
+        # began (a deleted id created again included) are not met, so no id comes twice.
         with self._lock:
-            ids, next_cursor = self._order.walk(cursor or 0, batch_size)
-            return [self._entries[sid].record for sid in ids], next_cursor
+            start, end = cursor or (0, self._order.next_seq)
+            ids, position = self._order.walk(start, end, batch_size)
+            items = [(sid, self._entries[sid].record) for sid in ids]
+        return items, (None if position is None else (position, end))
 
     def torpor_idle_ids(self, cutoff_ms: int, limit: int) -> Sequence[str]:
         with self._lock:
@@ -118,12 +125,15 @@ class EtsLikeBackend:
         with self._lock:
             return self._expiry.below(now_ms, limit)
 
-    def torpor_count(self) -> int:
-        return len(self._entries)
+    def torpor_count(self, now_ms: int) -> int:
+        # Every entry is an intact record (the manager stored it); the expired ones are
+        # those filed in the expiry index below now.
+        with self._lock:
+            return len(self._entries) - self._expiry.count_below(now_ms)
 
     def torpor_stats(self) -> BackendStats:
-        """Memory is the session data as held (live objects, or compact bytes), measured
-        with ``sys.getsizeof`` over the data; index overhead is not counted."""
+        """Memory is the session data as held (live objects, or compact bytes),
+        estimated with ``sys.getsizeof`` over the data; index overhead is not counted."""
         with self._lock:
             unmeasured = [e for e in self._entries.values() if e.size is None]
         for entry in unmeasured:  # measured outside the lock: it may take a while
@@ -133,7 +143,9 @@ class EtsLikeBackend:
                     entry.size = size
                     self._memory += size
         with self._lock:
-            return BackendStats(len(self._entries), self._hibernated, self._memory)
+            return BackendStats(
+                self._memory, "estimate: sys.getsizeof over each session's data as held"
+            )
 
     # -- internals -----------------------------------------------------------------
     def _index(self, entry: _Entry) -> None:
@@ -181,8 +193,6 @@ def create_backend(**options: Any) -> EtsLikeBackend:
     """Entry point ``ets_like``.  Option: ``index_bucket_ms`` (default 1000), the width
     of the time buckets of the idle and expiry indexes."""
     check_backend_options("ets_like", options, {"index_bucket_ms"})
-    from torpor._config import parse_int
-
     width = parse_int("index_bucket_ms", options.get("index_bucket_ms", 1000))
     assert width is not None
     return EtsLikeBackend(index_bucket_ms=width)

@@ -2,7 +2,9 @@
 
 ``SeqIndex`` keeps creation order in fixed-size chunks, so a walk can resume from any
 position in O(chunk) and a session keeps its place when it is rewritten: a session
-that exists for the whole walk is met exactly once whatever else changes.
+that exists for the whole walk is met exactly once whatever else changes.  A walk
+stops at the sequence number it started with, so a session created during the walk
+(an id deleted and created again included) is never met, and no id comes twice.
 
 ``TimeIndex`` files ids into buckets of ``width_ms`` by a timestamp (last access for
 idleness, expiry time for expiry).  Finding everything below a bound visits only the
@@ -36,16 +38,22 @@ class SeqIndex:
         if not chunk:
             del self._chunks[number]
 
-    def walk(self, cursor: int, limit: int) -> tuple[list[str], int | None]:
-        """Up to ``limit`` ids with seq >= ``cursor``; the next cursor, or None at the end."""
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next added id will get."""
+        return self._next
+
+    def walk(self, cursor: int, end: int, limit: int) -> tuple[list[str], int | None]:
+        """Up to ``limit`` ids with ``cursor <= seq < end``; the next cursor, or None
+        at the end."""
         found: list[str] = []
         number = cursor // self._chunk
-        last = (self._next - 1) // self._chunk
+        last = (min(self._next, end) - 1) // self._chunk
         while number <= last:
             chunk = self._chunks.get(number)
             if chunk:
                 for seq, sid in chunk.items():
-                    if seq >= cursor:
+                    if cursor <= seq < end:
                         found.append(sid)
                         cursor = seq + 1
                         if len(found) >= limit:
@@ -72,6 +80,15 @@ class TimeIndex:
             bucket.pop(session_id, None)
             if not bucket:
                 del self._buckets[number]
+
+    def count_below(self, bound: int) -> int:
+        """How many ids are filed at a time < ``bound``."""
+        top = bound // self._width
+        return sum(
+            sum(1 for at in bucket.values() if at < bound)
+            for number, bucket in self._buckets.items()
+            if number <= top
+        )
 
     def below(self, bound: int, limit: int) -> list[str]:
         """Up to ``limit`` ids filed at a time < ``bound``, oldest buckets first."""

@@ -1,4 +1,4 @@
-"""Realistic session data for the demo and the benchmarks: a chat-like history."""
+"""Realistic session data for the demo, the benchmarks and the kit: a chat-like history (public)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,91 @@
+"""Calls in flight, close, and calls made from inside an ``update`` function.
+
+Every public manager call passes the manager's :class:`CallGate`: it is refused with
+``ManagerClosed`` once ``close()`` has begun, and counted while it runs so that
+``close()`` can wait for it (DESIGN §11, "lifecycle").  The count is a deque whose
+``append``/``pop`` are atomic under the GIL: two cheap calls on the hot path, no
+lock.  ``enter`` appends *before* it reads the closed flag and ``close`` sets the flag
+*before* it reads the count, so a call is either refused or waited for, never missed.
+
+A user's ``update`` function runs inside the backend's transaction (a lock stripe,
+an LMDB write transaction).  A call back into torpor from there would deadlock or
+fail in the engine, so the thread is marked while ``fn`` runs and any manager call
+it makes raises ``ReentrantCall`` at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from torpor.errors import ManagerClosed, ReentrantCall
+
+__all__ = ["CallGate", "user_code"]
+
+T = TypeVar("T")
+
+_IN_USER_CODE: set[int] = set()  # idents of threads running an update function
+
+
+@contextmanager
+def user_code() -> Iterator[None]:
+    """Mark this thread as running a user's ``update`` function."""
+    ident = threading.get_ident()
+    _IN_USER_CODE.add(ident)
+    try:
+        yield
+    finally:
+        _IN_USER_CODE.discard(ident)
+
+
+class CallGate:
+    def __init__(self) -> None:
+        self._inflight: deque[None] = deque()
+        self._closing = threading.Lock()
+        self.closed = False
+
+    def enter(self) -> None:
+        if _IN_USER_CODE and threading.get_ident() in _IN_USER_CODE:
+            raise ReentrantCall(
+                "a torpor manager was called from inside an update() function; the "
+                "function runs inside the backend's transaction, so compute what you "
+                "need before update() or make the call after it returns"
+            )
+        self._inflight.append(None)
+        if self.closed:
+            self._inflight.pop()
+            raise ManagerClosed("this manager is closed; open a new one with torpor.open()")
+
+    def exit(self) -> None:
+        self._inflight.pop()
+
+    def run(self, body: Callable[[], T]) -> T:
+        self.enter()
+        try:
+            return body()
+        finally:
+            self._inflight.pop()
+
+    def begin_close(self) -> bool:
+        """Refuse new calls.  True for the one caller that closes; False if closing
+        had already begun (close is idempotent)."""
+        with self._closing:
+            if self.closed:
+                return False
+            self.closed = True
+            return True
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait (up to ``timeout_s``) for the calls in flight; True if none is left."""
+        deadline = time.monotonic() + timeout_s
+        pause = 0.0001
+        while self._inflight:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+        return True

@@ -1,0 +1,166 @@
+"""Hibernation and expiry passes over the whole store.
+
+A pass finds candidates (through the backend's index when it has one, from the walk
+otherwise) and converts them a batch at a time under ``transact_batch``, re-checking
+each one with the same pure decision the manager uses (``torpor._decisions``).  Passes
+look at a stop flag before every session, which is how ``close(urgent=True)``
+overtakes a sweep over a million sessions without waiting for it.
+
+A damaged record never stops a pass: it is skipped, logged once, and the index is
+asked for that many more candidates next time, so the pass pages past it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torpor._binding import Binding
+from torpor._decisions import decide_expire, decide_hibernate
+from torpor._events import EventKind
+from torpor import codec
+from torpor._iteration import DamageLog, as_record, walk
+from torpor._record import Record
+from torpor.errors import SerializationError
+
+__all__ = ["PassResult", "StopFlag", "Sweeps"]
+
+StopFlag = Callable[[], bool]
+Emit = Callable[[EventKind, "str | None", int, "int | None"], None]
+Removed = Callable[[str, Record], None]  # an expired session's mail must go
+
+
+class _Stop(Exception):
+    """Raised inside a batch when the sweep must stop now (urgent close)."""
+
+
+@dataclass
+class PassResult:
+    count: int = 0
+    interrupted: bool = False
+
+
+class Sweeps:
+    """The two passes of one manager."""
+
+    def __init__(
+        self,
+        binding: Binding,
+        batch_size: int,
+        emit: Emit,
+        damage: DamageLog,
+        removed: Removed,
+    ) -> None:
+        self._b = binding
+        self._batch = batch_size
+        self._emit = emit
+        self._damage = damage
+        self._removed = removed
+
+    def hibernate(self, cutoff: int, stop: StopFlag) -> PassResult:
+        def decide(record: Record | None) -> Record | None:
+            return decide_hibernate(record, cutoff)
+
+        def wanted(record: Record) -> bool:
+            return not record.hibernated and record.last_accessed < cutoff
+
+        result = PassResult()
+        for changed in self._run(self._b.idle_ids, cutoff, decide, wanted, stop, result):
+            # The frame header says how large the payload was: no second encode.
+            saved = sum(codec.compressed_saving(new.payload) for _, new in changed)
+            self._emit(EventKind.HIBERNATED, None, len(changed), saved)
+        return result
+
+    def expire(self, now: int, stop: StopFlag) -> PassResult:
+        def decide(record: Record | None) -> Any:
+            return decide_expire(record, now)
+
+        def wanted(record: Record) -> bool:
+            return record.is_expired(now)
+
+        result = PassResult()
+        for changed in self._run(self._b.expired_ids, now, decide, wanted, stop, result):
+            for old, _ in changed:
+                self._removed(old.id, old)
+            self._emit(EventKind.EXPIRED, None, len(changed), None)
+        return result
+
+    def _run(
+        self,
+        index: Callable[..., Sequence[str]] | None,
+        bound: int,
+        decide: Callable[[Record | None], Any],
+        wanted: Callable[[Record], bool],
+        stop: StopFlag,
+        result: PassResult,
+    ) -> Iterator[list[tuple[Record, Any]]]:
+        """Convert the candidates batch by batch; yield each committed batch's
+        ``(old record, change)`` pairs (never empty)."""
+        damaged: set[str] = set()
+        # Each id's *last* decision counts: a backend that retries a batch calls fn
+        # again, and an urgent stop aborts a native batch whole.
+        decided: dict[str, tuple[Record, Any]] = {}
+
+        def fn(sid: str, current: object) -> Any:
+            decided.pop(sid, None)
+            if stop():
+                raise _Stop
+            try:
+                record = as_record(current, sid)
+            except SerializationError as exc:
+                if sid not in damaged:
+                    damaged.add(sid)
+                    self._damage.note(sid, str(exc))
+                return None
+            change = decide(record)
+            if change is not None:
+                assert record is not None
+                decided[sid] = (record, change)
+            return change
+
+        for batch in self._candidates(index, bound, wanted, stop, damaged):
+            decided.clear()
+            known_damaged = len(damaged)
+            try:
+                self._b.transact_batch(batch, fn)
+            except _Stop:
+                result.interrupted = True
+                if self._b.native_batch:
+                    decided.clear()  # the whole transaction was rolled back
+            if decided:
+                result.count += len(decided)
+                yield list(decided.values())
+            if result.interrupted:
+                return
+            if index is not None and not decided and len(damaged) == known_damaged:
+                return  # the index offered nothing convertible: it is stale, stop here
+
+    def _candidates(
+        self,
+        index: Callable[..., Sequence[str]] | None,
+        bound: int,
+        wanted: Callable[[Record], bool],
+        stop: StopFlag,
+        damaged: set[str],
+    ) -> Iterator[Sequence[str]]:
+        """Batches of candidate ids: from the backend's index (asking past the damaged
+        ones already met), else from the walk."""
+        if index is not None:
+            while not stop():
+                limit = self._batch + len(damaged)
+                ids = index(bound, limit)
+                fresh = [sid for sid in ids if sid not in damaged]
+                if not fresh:
+                    return
+                yield fresh
+                if len(ids) < limit:
+                    return
+            return
+        for records, _skipped in walk(self._b, self._batch, self._damage):
+            if stop():
+                return
+            ids = [r.id for r in records if wanted(r)]
+            if ids:
+                yield ids
+
