@@ -65,14 +65,17 @@ def _expired(current: Record) -> tuple[Change, Outcome]:
 
 
 def needs_write(record: Record, now: int, resolution: int) -> bool:
-    """Whether a read must write: to wake the session, or because ``last_accessed`` is
-    at least ``resolution`` old, or because it has expired (it is then removed)."""
+    """Whether a read must write: to wake the session, because it has expired (it is
+    then removed), or because ``last_accessed`` is at least the touch resolution old.
+    The resolution is never more than half the session's timeout, so a session read
+    regularly never expires between two reads that did not write."""
     idle = now - record.last_accessed
-    return (
-        record.hibernated
-        or idle >= resolution
-        or (record.timeout_ms is not None and idle > record.timeout_ms)
-    )
+    timeout = record.timeout_ms
+    if timeout is not None:
+        if idle > timeout:
+            return True
+        resolution = min(resolution, timeout // 2)
+    return record.hibernated or idle >= resolution
 
 
 def decide_read(current: Record | None, now: int, limit: int) -> tuple[Change, Outcome]:

@@ -321,9 +321,16 @@ class Manager:
                 return None
             if not needs_write(record, now, self._touch_resolution):
                 return record.to_session(limit)
-        outcome = self._transact(sid, lambda current: decide_read(current, now, limit))
-        self._settle(sid, outcome)
-        return None if outcome.record is None else outcome.record.to_session(limit)
+        read: list[Session | None] = [None]
+
+        def decide(current: Record | None) -> tuple[Change, Outcome]:
+            change, outcome = decide_read(current, now, limit)
+            # Decoded before the write commits: a damaged payload is never written back.
+            read[0] = None if outcome.record is None else outcome.record.to_session(limit)
+            return change, outcome
+
+        self._settle(sid, self._transact(sid, decide))
+        return read[0]
 
     @_gated
     def peek(self, session_id: SessionId) -> Session | None:

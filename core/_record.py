@@ -91,8 +91,9 @@ class Record(NamedTuple):
             assert self.data is not None
             data = codec.copy_data(self.data)
         else:
-            raw = codec.decompress(self.payload, limit) if self.hibernated else self.payload
-            data = codec.decode_data(raw, f"stored data of session {self.id!r}")
+            what = f"stored data of session {self.id!r}"
+            raw = codec.decompress(self.payload, limit, what) if self.hibernated else self.payload
+            data = codec.decode_data(raw, what)
         return make_session(
             self.id,
             data,
@@ -144,7 +145,8 @@ class Record(NamedTuple):
         assert self.payload is not None
         return Record(
             self.id, self.created_at, self.last_accessed, self.timeout_ms, self.version,
-            False, self.incarnation, codec.decompress(self.payload, limit), None,
+            False, self.incarnation,
+            codec.decompress(self.payload, limit, f"stored data of session {self.id!r}"), None,
         )  # fmt: skip
 
     def live(self) -> Record:

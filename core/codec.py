@@ -109,7 +109,7 @@ def decode_value(payload: bytes, what: str = "stored value") -> Any:
     """Decode what :func:`encode_value` produced."""
     try:
         return _decoder.decode(payload)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, RecursionError, ValueError) as exc:  # ValueError: bad UTF-8
         raise SerializationError(f"{what} is corrupt: {exc}") from None
 
 
@@ -186,7 +186,7 @@ def compressed_saving(payload: bytes) -> int:
     return max(zstandard.frame_content_size(payload), 0) - len(payload)
 
 
-def decompress(payload: bytes, limit: int) -> bytes:
+def decompress(payload: bytes, limit: int, what: str = "stored hibernated session") -> bytes:
     """Inverse of :func:`compress`, refusing to produce more than ``limit`` bytes.
 
     A zstd frame may announce its size (ours always do): one larger than ``limit`` is
@@ -199,17 +199,17 @@ def decompress(payload: bytes, limit: int) -> bytes:
             raw = _zstd.decompressor.decompress(payload)
         elif announced > limit:
             raise SerializationError(
-                f"stored hibernated session claims {announced} bytes, over the limit of "
-                f"{limit} (max_session_bytes); refusing to inflate it"
+                f"{what} claims {announced} bytes, over the limit of {limit} "
+                "(max_session_bytes); refusing to inflate it"
             )
         else:
             raw = _zstd.decompressor.stream_reader(payload).read(limit + 1)
     except zstandard.ZstdError as exc:
-        raise SerializationError(f"stored hibernated session is corrupt: {exc}") from None
+        raise SerializationError(f"{what} is corrupt: {exc}") from None
     if len(raw) > limit:
         raise SerializationError(
-            f"stored hibernated session inflates past the limit of {limit} bytes "
-            "(max_session_bytes); refusing to inflate it"
+            f"{what} inflates past the limit of {limit} bytes (max_session_bytes); "
+            "refusing to inflate it"
         )
     return raw
 
@@ -246,7 +246,7 @@ def decode_envelope(blob: bytes) -> tuple[EnvelopeMeta, bytes, bool]:
     flags = blob[3]
     try:
         fields = _decoder.decode(memoryview(blob)[_HEADER_LEN:])
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, RecursionError, ValueError) as exc:  # ValueError: bad UTF-8
         raise _corrupt(str(exc)) from None
     if type(fields) is not list or len(fields) != (8 if version == 2 else 7):
         raise _corrupt("wrong number of fields")

@@ -284,3 +284,24 @@ def test_sessions_are_frozen_values(mgr: torpor.Manager) -> None:
     assert got == torpor.Session(
         got.id, {"a": 1}, got.created_at, got.last_accessed, got.timeout_ms, 1, False, s.incarnation
     )
+
+
+def test_the_size_limit_is_measured_on_the_real_record(open_mgr: OpenFn) -> None:
+    # A long id and metadata count: a payload under the limit can still make a record
+    # over it (0.1 measured a placeholder envelope and let 4,372 bytes through 4,096).
+    mgr = open_mgr(max_session_bytes=4096)
+    long_id = "語" * 85  # 255 bytes
+    data = {"pad": "x" * 3_900}
+    record_size = len(
+        torpor.Record(long_id, 0, 0, None, 1, False, 0, torpor.codec.encode_data(data)).blob
+    )
+    assert len(torpor.codec.encode_data(data)) < 4096 < record_size
+    with pytest.raises(SessionTooLarge):
+        mgr.create(data, session_id=long_id, timeout_ms=None)
+    assert long_id not in mgr
+    s = mgr.create({}, session_id=long_id, timeout_ms=None)
+    with pytest.raises(SessionTooLarge):
+        mgr.update(s.id, lambda d: data)
+    with pytest.raises(SessionTooLarge):
+        mgr.save(dataclasses.replace(s, data=data))
+    assert mgr.peek(s.id).data == {}  # type: ignore[union-attr]

@@ -115,3 +115,18 @@ def test_backend_options_go_to_a_backend_object_only_by_name() -> None:
 def test_unknown_backend_option_names_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match="valid: index_bucket_ms"):
         torpor.open("ets_like", path="/tmp/x")
+
+
+def test_a_wrapper_around_a_hook_the_backend_lacks_keeps_the_fallback() -> None:
+    # ets_like has no torpor_transact: a wrapper for it must not replace the core's
+    # locked fallback with an empty call.
+    class WrapsTransact:
+        @torpor.hookimpl(wrapper=True)
+        def torpor_transact(self, session_id: str, fn: Any) -> Generator[None, Any, Any]:
+            return (yield)
+
+    with torpor.open("ets_like", plugins=[WrapsTransact()], sweeper=False) as mgr:
+        assert not mgr.native("transact")
+        s = mgr.create({"n": 1})
+        assert mgr.update(s.id, lambda d: {"n": 2}).data == {"n": 2}
+        assert mgr.peek(s.id).data == {"n": 2}  # type: ignore[union-attr]

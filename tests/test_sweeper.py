@@ -85,3 +85,49 @@ def test_a_forgotten_manager_does_not_keep_its_sweeper_alive(clock: torpor.Manua
     sweeper.kick()
     sweeper._thread.join(timeout=10)
     assert not sweeper._thread.is_alive()
+
+
+def test_cleanup_interval_none_never_expires_automatically(clock: torpor.ManualClock) -> None:
+    with torpor.open(clock=clock, hibernate_after_ms=1000, cleanup_interval_ms=None) as mgr:
+        assert mgr.sweeper is not None and set(mgr.sweeper.jobs) == {"hibernation"}
+        idle = mgr.create({}).id
+        doomed = mgr.create({}, timeout_ms=500).id
+        clock.advance(2000)
+        before = mgr.sweeper.passes
+        mgr.sweeper.kick()
+        assert mgr.sweeper.wait_for_pass(before)
+        assert mgr.peek(idle).hibernated  # type: ignore[union-attr]
+        assert mgr.stats().expired_pending == 1  # expired, and left for cleanup_expired()
+        assert mgr.cleanup_expired() == 1 and doomed not in mgr
+
+
+def test_each_job_runs_on_its_own_interval(clock: torpor.ManualClock) -> None:
+    with torpor.open(clock=clock, hibernate_after_ms=30_000, cleanup_interval_ms=60_000) as mgr:
+        assert mgr.sweeper is not None
+        assert mgr.sweeper.jobs == {"hibernation": 15.0, "expiry": 60.0}
+    with torpor.open(clock=clock, hibernate_after_ms=None, cleanup_interval_ms=250) as mgr:
+        assert mgr.sweeper is not None and mgr.sweeper.jobs == {"expiry": 0.25}
+
+
+def test_touch_resolution_never_exceeds_half_a_timeout(clock: torpor.ManualClock) -> None:
+    # A 1 s resolution with a 900 ms timeout: a session read every 400 ms must live on.
+    with torpor.open(
+        clock=clock, sweeper=False, touch_resolution_ms=1000, hibernate_after_ms=None
+    ) as mgr:
+        s = mgr.create({}, timeout_ms=900)
+        for _ in range(20):
+            clock.advance(400)
+            assert mgr.get(s.id) is not None
+        assert mgr.peek(s.id) is not None
+
+
+def test_touch_resolution_never_exceeds_half_of_hibernate_after(clock: torpor.ManualClock) -> None:
+    with torpor.open(
+        clock=clock, sweeper=False, touch_resolution_ms=1000, hibernate_after_ms=600
+    ) as mgr:
+        assert mgr.touch_resolution_ms == 300
+        s = mgr.create({}, timeout_ms=None)
+        for _ in range(10):
+            clock.advance(350)
+            mgr.get(s.id)
+            assert mgr.hibernate_idle() == 0  # read regularly: never idle past 600 ms

@@ -74,4 +74,18 @@ def test_native_iteration_memory_stays_flat(kit: Kit) -> None:
     assert large < small * 1.5 + 32_768, f"peak {small} B at 2,000 vs {large} B at 20,000"
 
 
+def test_an_id_deleted_and_created_again_mid_walk_comes_once_at_most(kit: Kit) -> None:
+    mgr = kit.open()
+    ids = [mgr.create({"i": i}, session_id=f"w{i:03}").id for i in range(30)]
+    seen: list[str] = []
+    for sid in mgr.ids(batch_size=4):
+        seen.append(sid)
+        if len(seen) in (2, 9, 17):  # re-create ids already met (and one not yet met)
+            for again in (seen[0], seen[-1], ids[-1]):
+                mgr.delete(again)
+                mgr.create({"again": True}, session_id=again)
+    assert len(seen) == len(set(seen)), [s for s in seen if seen.count(s) > 1]
+    assert set(ids) - {ids[-1], *seen} == set()  # the rest were met exactly once
+
+
 kit_module(globals(), "iteration")

@@ -1,0 +1,203 @@
+"""Damaged and foreign data (DESIGN §11): a bad record is an error on a point read,
+is removable, and never stops a walk, a count, a find or a sweep.  Bounded decoding:
+no MemoryError, no RecursionError, nothing raw, whatever bytes are stored."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterator
+
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import torpor
+from tests.minimal_backend import MinimalBackend
+from torpor import Record, codec
+from torpor.errors import SerializationError
+
+NOW = 1_700_000_000_000
+
+
+def blob_of(sid: str, data: dict[str, object] | None = None, **fields: object) -> bytes:
+    payload = codec.encode_data(data or {"v": sid})
+    values = {"created": NOW, "accessed": NOW, "timeout": None, "hibernated": False, "inc": 1}
+    values.update(fields)
+    if values["hibernated"] and "payload" not in fields:
+        payload = codec.compress(payload)
+    raw = fields.get("payload", payload)
+    assert isinstance(raw, bytes)
+    return Record(
+        sid, values["created"], values["accessed"], values["timeout"], 1,  # type: ignore[arg-type]
+        values["hibernated"], values["inc"], raw,  # type: ignore[arg-type]
+    ).blob  # fmt: skip
+
+
+def bomb(size: int) -> bytes:
+    """A small zstd frame that inflates to ``size`` bytes."""
+    return zstandard.ZstdCompressor(level=19).compress(b"\x00" * size)
+
+
+def forged_size_frame(claimed: int) -> bytes:
+    """A valid frame for 100 bytes whose header claims ``claimed`` bytes."""
+    frame = zstandard.ZstdCompressor().compress(b"x" * 100)
+    assert frame[4] == 0x20  # single segment, one-byte content size
+    return frame[:4] + bytes([0xE0]) + struct.pack("<Q", claimed) + frame[6:]
+
+
+DAMAGED = {
+    "foreign": b"hello, not a torpor record",
+    "truncated": blob_of("truncated")[:20],
+    "future": b"TP\x09\x00" + blob_of("future")[4:],
+    "wrong-types": b"TP\x02\x00" + codec.encode_value([1, 2, 3, 4, 5, 6, 7, 8]),
+    "imposter": blob_of("victim", {"owner": "victim"}),  # a copy under another key
+}
+PAYLOAD_DAMAGED = {
+    "bad-payload": blob_of("bad-payload", payload=b"\xc1\xc1\xc1"),
+    "bomb": blob_of("bomb", hibernated=True, payload=bomb(128 << 20)),
+    "claims-1tb": blob_of("claims-1tb", hibernated=True, payload=forged_size_frame(1 << 40)),
+}
+
+
+@pytest.fixture
+def planted(clock: torpor.ManualClock) -> Iterator[tuple[torpor.Manager, MinimalBackend]]:
+    backend = MinimalBackend()
+    mgr = torpor.open(backend, clock=clock, sweeper=False, sweep_batch_size=2)
+    mgr.create({"owner": "victim"}, session_id="victim", timeout_ms=None)
+    for i in range(5):
+        mgr.create({"i": i}, session_id=f"good-{i}", timeout_ms=1000)
+    backend.blobs.update(DAMAGED)
+    backend.blobs.update(PAYLOAD_DAMAGED)
+    backend.blobs[b"\xff\xfe-not-utf8"] = b"TP"  # type: ignore[index]
+    yield mgr, backend
+    mgr.close()
+
+
+@pytest.mark.parametrize("sid", sorted({**DAMAGED, **PAYLOAD_DAMAGED}))
+def test_point_reads_name_the_id(planted: tuple[torpor.Manager, MinimalBackend], sid: str) -> None:
+    mgr, backend = planted
+    before = dict(backend.blobs)
+    for call in (mgr.get, mgr.peek, lambda s: mgr.update(s, lambda d: {**d, "x": 1})):
+        with pytest.raises(SerializationError, match=sid):
+            call(sid)
+    assert backend.blobs == before  # nothing rewritten, nothing inflated and written back
+    assert mgr.get("victim").data == {"owner": "victim"}  # type: ignore[union-attr]
+
+
+def test_an_imposter_record_never_lets_update_touch_the_session_it_names(
+    planted: tuple[torpor.Manager, MinimalBackend],
+) -> None:
+    mgr, _ = planted
+    with pytest.raises(SerializationError, match="another id"):
+        mgr.update("imposter", lambda d: {"owner": "mallory"})
+    assert mgr.peek("victim").data == {"owner": "victim"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("sid", sorted({**DAMAGED, **PAYLOAD_DAMAGED}))
+def test_delete_removes_a_damaged_record(
+    planted: tuple[torpor.Manager, MinimalBackend], sid: str
+) -> None:
+    mgr, backend = planted
+    assert mgr.delete(sid) is True
+    assert sid not in backend.blobs and mgr.delete(sid) is False
+
+
+def test_walks_counts_and_find_skip_damage_and_count_it(
+    planted: tuple[torpor.Manager, MinimalBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    mgr, _ = planted
+    good = {"victim", *(f"good-{i}" for i in range(5))}
+    with caplog.at_level(logging.WARNING, logger="torpor"):
+        for _ in range(2):
+            assert set(mgr.ids(batch_size=2)) == good | set(PAYLOAD_DAMAGED)
+            assert {s.id for s in mgr.sessions(batch_size=2)} == good  # payload damage too
+            assert len(mgr) == len(good) + len(PAYLOAD_DAMAGED)
+            assert [s.id for s in mgr.find(owner="victim")] == ["victim"]
+    stats = mgr.stats()
+    assert stats.damaged == len(DAMAGED) + 1  # envelope damage and the non-UTF-8 key
+    assert stats.stored == stats.sessions + stats.damaged + stats.expired_pending
+    for sid in DAMAGED:  # logged once per manager, however often it is walked past
+        assert sum(repr(sid) in r.getMessage() for r in caplog.records) == 1, sid
+
+
+def test_sweeps_go_past_damage(
+    planted: tuple[torpor.Manager, MinimalBackend], clock: torpor.ManualClock
+) -> None:
+    mgr, _ = planted
+    clock.advance(500)
+    assert mgr.hibernate_idle(100) == 6 + 1  # the good ones, and bad-payload (kept as is)
+    clock.advance(1000)
+    assert mgr.cleanup_expired() == 5
+    assert set(mgr.ids()) == {"victim", *PAYLOAD_DAMAGED}
+    mgr.run_maintenance()  # the sweeper's pass: no exception either
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param("self", id="self-reference"),
+        pytest.param("deep", id="1000-deep"),
+    ],
+)
+def test_data_too_deep_or_cyclic_is_refused(mgr: torpor.Manager, data: str) -> None:
+    value: dict[str, object] = {}
+    if data == "self":
+        value["me"] = value
+    else:
+        inner = value
+        for _ in range(1000):
+            inner["x"] = {}
+            inner = inner["x"]  # type: ignore[assignment]
+    with pytest.raises(SerializationError, match="deeper than"):
+        mgr.create(value)
+    s = mgr.create({})
+    with pytest.raises(SerializationError, match="deeper than"):
+        mgr.send(s.id, [value])
+    assert len(mgr) == 1 and mgr.pending(s.id) == 0
+
+
+def test_the_depth_limit_is_exact(mgr: torpor.Manager) -> None:
+    def nested(depth: int) -> dict[str, object]:
+        value: dict[str, object] = {}
+        for _ in range(depth - 1):
+            value = {"x": value}
+        return value
+
+    s = mgr.create(nested(codec.MAX_DEPTH))
+    assert mgr.get(s.id).data == nested(codec.MAX_DEPTH)  # type: ignore[union-attr]
+    with pytest.raises(SerializationError):
+        mgr.create(nested(codec.MAX_DEPTH + 1))
+
+
+def test_deep_foreign_data_is_a_serialization_error_not_a_recursion_error() -> None:
+    deep = b"\x91" * 100_000 + b"\xc0"  # msgpack: 100,000 nested one-element arrays
+    blob = blob_of("deep", payload=b"\x81\xa1x" + deep)
+    with pytest.raises(SerializationError):
+        Record.from_blob(blob).to_session(1 << 20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_damage_to_a_blob_is_a_serialization_error_or_a_valid_record(
+    data: st.DataObject,
+) -> None:
+    hibernated = data.draw(st.booleans())
+    blob = bytearray(blob_of("fuzz", {"a": [1, "ü", b"\x00"], "b": {"c": 2.5}}, hibernated=hibernated))
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        at = data.draw(st.integers(0, len(blob) - 1))
+        if kind == "flip":
+            blob[at] ^= data.draw(st.integers(1, 255))
+        elif kind == "cut":
+            del blob[at:]
+            if not blob:
+                blob = bytearray(b"T")
+        else:
+            blob[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+    try:
+        record = Record.from_blob(bytes(blob))
+        record.to_session(1 << 20)
+    except SerializationError:
+        pass  # the one error a damaged record may give
