@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tests.minimal_backend import MinimalBackend
-from torpor import Capability, LocalMailbox, Record
+from torpor import EXPIRE, Capability, LocalMailbox, Record, Removal
 from torpor.plugins.ets_like import EtsLikeBackend
 
 
@@ -44,18 +44,39 @@ class FoldsCase(MinimalBackend):
 
 
 class _FlatMailbox(LocalMailbox):
-    def send(self, session_id: str, message: bytes, priority: bool) -> None:
-        super().send(session_id, message, False)  # one lane for everything
+    def send(self, session_id: str, incarnation: int, message: bytes, priority: bool) -> bool:
+        return super().send(session_id, incarnation, message, False)  # one lane for all
 
 
 class IgnoresPriority(MinimalBackend):
-    """Its own mailbox, with a single FIFO lane."""
+    """Its own mailbox, kept in step with its records, but with a single FIFO lane."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._mail = _FlatMailbox(self._incarnation_of)
+
+    def _incarnation_of(self, session_id: str) -> int | None:
+        blob = self.blobs.get(session_id)
+        return None if blob is None else Record.from_blob(blob).incarnation
 
     def torpor_capabilities(self) -> list[Capability]:
-        return [Capability.SHARED_MAILBOX]
+        return [Capability.ATOMIC_UPDATE, Capability.SHARED_MAILBOX]
+
+    def torpor_transact(self, session_id: str, fn: Any) -> None:
+        with self.lock:
+            current = self.blobs.get(session_id)
+            change = fn(current)
+            if isinstance(change, Removal):
+                self.blobs.pop(session_id, None)
+                self._mail.end(session_id, None, change)
+            elif isinstance(change, Record):
+                old = self._incarnation_of(session_id)
+                if old is not None and old != change.incarnation:
+                    self._mail.end(session_id, old, EXPIRE)
+                self.blobs[session_id] = change.blob
 
     def torpor_mailbox(self) -> LocalMailbox:
-        return _FlatMailbox()
+        return self._mail
 
 
 class HibernationTouches(EtsLikeBackend):
@@ -76,12 +97,14 @@ class IterationRepeatsOrSkips(MinimalBackend):
     def torpor_capabilities(self) -> list[Capability]:
         return [Capability.NATIVE_ITERATION]
 
-    def torpor_iterate(self, cursor: Any, batch_size: int) -> tuple[Sequence[bytes], Any]:
+    def torpor_iterate(
+        self, cursor: Any, batch_size: int
+    ) -> tuple[Sequence[tuple[str, bytes]], Any]:
         offset = cursor or 0
         time.sleep(0.002)  # a slow round trip, as over a network
         with self.lock:
             keys = sorted(self.blobs)[offset : offset + batch_size]
-            batch = [self.blobs[k] for k in keys]
+            batch = [(k, self.blobs[k]) for k in keys]
         return batch, (offset + batch_size if len(keys) == batch_size else None)
 
 
@@ -126,9 +149,11 @@ class TruncatesLargeValues(MinimalBackend):
 class LoadsEverythingAtOnce(EtsLikeBackend):
     """Claims native iteration, then returns the whole store as one batch."""
 
-    def torpor_iterate(self, cursor: Any, batch_size: int) -> tuple[Sequence[Record], Any]:
+    def torpor_iterate(
+        self, cursor: Any, batch_size: int
+    ) -> tuple[Sequence[tuple[str, Record]], Any]:
         with self._lock:
-            return [e.record for e in self._entries.values()], None
+            return [(sid, e.record) for sid, e in self._entries.items()], None
 
 
 class ExpiryIndexMisses(EtsLikeBackend):
