@@ -69,14 +69,21 @@ def _load(ep: md.EntryPoint, kind: str) -> Callable[..., Any]:
     except TorporError:
         raise
     except ModuleNotFoundError as exc:
-        extra = _FIRST_PARTY_EXTRAS.get(ep.name) if _dist_name(ep) == "torpor" else None
+        missing = exc.name or "?"
+        # A first-party backend whose engine is missing: its extra fixes it.  A missing
+        # torpor module is a broken install, which no extra fixes.
+        extra = (
+            _FIRST_PARTY_EXTRAS.get(ep.name)
+            if _dist_name(ep) == "torpor" and missing.partition(".")[0] != "torpor"
+            else None
+        )
         fix = (
             f"pip install 'torpor[{extra}]'"
             if extra
             else f"reinstall {_dist_name(ep)} with its dependencies"
         )
         raise MissingDependency(
-            f"{kind} {ep.name!r} needs the module {exc.name!r}, which is not installed; fix: {fix}"
+            f"{kind} {ep.name!r} needs the module {missing!r}, which is not installed; fix: {fix}"
         ) from exc
     except Exception as exc:
         raise BackendNotFound(
@@ -107,30 +114,37 @@ def load_backend_factory(name: str) -> Callable[..., Any]:
 
 
 def load_plugin(name: str) -> Any:
-    """An extension plugin from ``torpor.plugins``: the loaded object, or the result of
-    calling it when it is a class or factory taking no arguments."""
+    """An extension plugin from ``torpor.plugins``.
+
+    The entry point must name a callable, else ``BackendNotFound``.  A class is
+    instantiated with no arguments; any other callable (a function, an instance with
+    ``__call__``) is the plugin object as it is and is never called.
+    """
     ep = _pick(_entry_points(PLUGIN_GROUP), name, "plugin")
     obj = _load(ep, "plugin")
     return obj() if isinstance(obj, type) else obj
 
 
 def describe_backends() -> list[BackendInfo]:
-    """Every installed backend, loading each; broken ones warn and carry ``error``."""
+    """Every installed backend, loading each; broken ones carry ``error`` and give one
+    ``RuntimeWarning`` each (one per name for a name that several distributions
+    register)."""
     infos: list[BackendInfo] = []
     for name, eps in sorted(_entry_points(BACKEND_GROUP).items()):
-        for ep in eps:
-            error: str | None = None
-            factory: Callable[..., Any] | None = None
-            if len(eps) > 1:
-                error = f"name registered by {len(eps)} distributions"
-            else:
-                try:
-                    factory = _load(ep, "backend")
-                except TorporError as exc:
-                    error = str(exc)
-            if error is not None:
-                warnings.warn(f"torpor backend {name!r}: {error}", RuntimeWarning, stacklevel=2)
-            infos.append(
-                BackendInfo(name, _dist_name(ep), _dist_version(ep), ep.value, factory, error)
-            )
+        error: str | None = None
+        factory: Callable[..., Any] | None = None
+        if len(eps) > 1:
+            owners = ", ".join(sorted(_dist_name(e) for e in eps))
+            error = f"backend {name!r} is registered by {len(eps)} distributions ({owners})"
+        else:
+            try:
+                factory = _load(eps[0], "backend")
+            except TorporError as exc:
+                error = str(exc)  # it names the backend already
+        if error is not None:  # once per name, however many distributions claim it
+            warnings.warn(f"torpor: {error}", RuntimeWarning, stacklevel=2)
+        infos += [
+            BackendInfo(name, _dist_name(ep), _dist_version(ep), ep.value, factory, error)
+            for ep in eps
+        ]
     return infos

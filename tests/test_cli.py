@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 
+import pytest
 from click.testing import CliRunner
 
 from torpor.cli import cli
@@ -37,3 +39,92 @@ def test_bench_reports_ratios() -> None:
     )
     assert result.exit_code == 0, result.output
     assert "get, fast path" in result.output and "dispatched through pluggy" in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["demo", "--sessions", "10", "--backlog", "10"], ["bench", "--sessions", "10"]],
+    ids=["demo", "bench"],
+)
+@pytest.mark.parametrize("bad", ["durability", "=nosync"])
+def test_option_without_key_equals_value_is_a_usage_error(command: list[str], bad: str) -> None:
+    result = CliRunner().invoke(cli, [*command, "--option", "path=/tmp/x", "--option", bad])
+    assert result.exit_code == 2, result.output  # click's usage error, not a traceback
+    assert isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.output
+    assert repr(bad) in errors[0] and "KEY=VALUE" in errors[0] and "--option" in errors[0]
+    assert "Traceback" not in result.output
+
+
+def test_backend_options_are_parsed_once_for_every_command() -> None:
+    from torpor.cli import _bench, _demo, _options
+
+    for command in (_demo.demo, _bench.bench):
+        (option,) = [p for p in command.params if p.name == "options"]
+        assert option.callback is _options.parse_key_values
+    assert _options.parse_key_values(None, None, ("a=1", "b=x=y", "c=")) == {
+        "a": "1",
+        "b": "x=y",
+        "c": "",
+    }
+
+
+def test_backends_shows_a_missing_extra_once_with_its_pip_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The lmdb engine "is not installed": the next import of the backend fails.
+    for name in [m for m in sys.modules if m.startswith("torpor.plugins.lmdb")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "lmdb", None)  # type: ignore[arg-type]
+    result = CliRunner().invoke(cli, ["backends"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    # The hint survives rich's markup ("[lmdb]" is not a style tag) ...
+    assert "pip install 'torpor[lmdb]'" in result.output, result.output
+    # ... and is shown once: the table points at it instead of repeating it.
+    assert result.output.count("needs the module 'lmdb'") == 1, result.output
+    assert result.output.count("torpor[lmdb]") == 1, result.output
+    assert re.search(r"lmdb .*see the warning below", result.output), result.output
+    assert re.search(r"ets_like .*native_hibernation", result.output), result.output
+
+
+@pytest.mark.parametrize("backend", ["ets_like", "lmdb"])
+def test_bench_sweep_figures_are_reported(backend: str) -> None:
+    # Small stores and --no-check: this checks the figures are measured and shown,
+    # never how fast this machine is (the limits are the benchmark's business).
+    args = ["bench", "--backend", backend, "--sessions", "50", "--calls", "100"]
+    args += ["--urgent-close", "3000", "--cleanup-scaling", "--cleanup-sizes", "200,2000"]
+    result = CliRunner().invoke(cli, [*args, "--no-check"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    output = result.output
+    assert "close(urgent=True) mid-sweep" in output
+    for sweep in ("hibernation", "expiry"):
+        row = re.search(rf"{sweep}\s*│\s*[\d.]+\s*│\s*([\d,]+)\s*│\s*([\d.]+)\s*│", output)
+        assert row, output
+        assert 0 < int(row.group(1).replace(",", "")) <= 3000
+        assert float(row.group(2)) >= 0
+    assert "cleanup_expired() per removed session" in output
+    for size in ("200", "2,000"):
+        assert re.search(rf"│\s*{size}\s*│\s*[\d.]+\s*│\s*[\d.]+\s*│\s*[\d.]+\s*│", output), output
+    assert re.search(r"2,000 vs 200 expired: [\d.]+x \(limit 1.5x\)", output), output
+
+
+def test_bench_check_fails_with_a_message_when_a_limit_is_missed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torpor.cli import _bench
+
+    monkeypatch.setattr(_bench, "URGENT_CLOSE_LIMIT_MS", 0.0)  # no close is that fast
+    args = ["bench", "--sessions", "50", "--calls", "100", "--urgent-close", "3000"]
+    result = CliRunner().invoke(cli, args, terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert "close(urgent=True)" in error, result.output
+    unchecked = CliRunner().invoke(cli, [*args, "--no-check"], terminal_width=200)
+    assert unchecked.exit_code == 0 and "limit missed" in unchecked.output
+
+
+def test_bench_cleanup_sizes_must_be_a_list_of_sizes() -> None:
+    result = CliRunner().invoke(cli, ["bench", "--cleanup-sizes", "10000"])
+    assert result.exit_code == 2 and "'10000'" in result.output

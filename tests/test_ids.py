@@ -8,7 +8,7 @@ import unicodedata
 import pytest
 
 import torpor
-from torpor import InvalidSessionId, validate_id
+from torpor import InvalidSessionId, generate_id, validate_id
 
 VALID = [
     "日本語のセッション",
@@ -155,3 +155,84 @@ def test_generated_ids_carry_128_bits_and_the_name(mgr: torpor.Manager) -> None:
         mgr.create(name="bad\x00name")
     with pytest.raises(InvalidSessionId):
         mgr.create(name="n", session_id="x")
+
+
+@pytest.mark.parametrize(
+    ("bad", "rule", "position"),
+    [
+        # bytes: the byte offset in the given bytes, after multibyte characters too
+        (b"\xc3\xa9\x01", "control_character", 2),
+        ("日本".encode() + b"\x7f", "control_character", 6),
+        (b"a" + "あ".encode() * 85, "too_long", 253),  # the last あ starts at byte 253
+        (b"ok\xff\xfe", "invalid_utf8", 2),
+        # str: the code point index
+        ("é\x01", "control_character", 1),
+        ("日本\x7f", "control_character", 2),
+        ("a" + "あ" * 85, "too_long", 85),
+    ],
+    ids=[
+        "bytes-control-after-e-acute",
+        "bytes-del-after-cjk",
+        "bytes-too-long",
+        "bytes-not-utf8",
+        "str-control-after-e-acute",
+        "str-del-after-cjk",
+        "str-too-long",
+    ],
+)
+def test_position_is_a_byte_offset_for_bytes_and_a_code_point_index_for_str(
+    bad: str | bytes, rule: str, position: int
+) -> None:
+    with pytest.raises(InvalidSessionId) as info:
+        validate_id(bad)
+    assert (info.value.rule, info.value.position) == (rule, position)
+    unit = "byte" if isinstance(bad, bytes) else "position"
+    assert f"{unit} {position}" in str(info.value)
+
+
+def test_name_room_is_computed_from_the_id_limit() -> None:
+    from torpor._ids import MAX_NAME_BYTES
+
+    token = generate_id().removeprefix("session_")
+    assert MAX_NAME_BYTES == torpor.MAX_ID_BYTES - len("session_") - len("_") - len(token) == 224
+
+
+def test_a_name_of_224_bytes_is_accepted() -> None:
+    for name in ("n" * 224, "é" * 112, "日" * 74 + "ab"):
+        assert len(name.encode()) == 224
+        sid = generate_id(name)
+        assert sid.startswith(f"session_{name}_") and len(sid.encode()) == 255
+        assert validate_id(sid) == sid
+
+
+def test_a_too_long_name_is_refused_about_the_name() -> None:
+    with pytest.raises(InvalidSessionId) as info:
+        generate_id("n" * 225)
+    assert info.value.rule == "too_long" and info.value.position == 224
+    message = str(info.value)
+    assert message.startswith("session name is 225 bytes") and "224" in message
+    assert "session id" not in message  # it is about the name, not a generated id
+    with pytest.raises(InvalidSessionId) as info:
+        generate_id("é" * 113)  # 226 bytes: the 113th é (index 112) crosses the limit
+    assert info.value.position == 112
+
+
+def test_a_bad_name_gives_its_position_in_the_name() -> None:
+    with pytest.raises(InvalidSessionId) as info:
+        generate_id("abc\x01def")
+    assert info.value.rule == "control_character" and info.value.position == 3
+    assert "name" in str(info.value) and "position 3" in str(info.value)
+    with pytest.raises(InvalidSessionId) as info:
+        generate_id("日本\ud800")
+    assert (info.value.rule, info.value.position) == ("surrogate", 2)
+    with pytest.raises(InvalidSessionId) as info:
+        generate_id("")
+    assert info.value.rule == "empty" and "name" in str(info.value)
+
+
+def test_create_with_a_bad_name_reports_the_name(mgr: torpor.Manager) -> None:
+    with pytest.raises(InvalidSessionId) as info:
+        mgr.create({}, name="x" * 225)
+    assert info.value.position == 224 and "session name" in str(info.value)
+    assert len(mgr) == 0
+    assert mgr.create({}, name="x" * 224).id.startswith("session_" + "x" * 224 + "_")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 import torpor
 from tests.fake_dists import make_dist
-from torpor._registry import describe_backends
+from torpor._registry import describe_backends, load_plugin
 
 GOOD = """
 from tests.minimal_backend import MinimalBackend
@@ -139,3 +140,90 @@ class Counter:
     assert sys.modules["tp_counter"].Counter.calls >= 2
     with pytest.raises(torpor.BackendNotFound, match="no plugin named 'nope'"):
         torpor.open(plugins=["nope"])
+
+
+def test_load_plugin_instantiates_classes_and_uses_other_callables_as_is(site: Path) -> None:
+    source = """
+calls = []
+
+class Metrics:
+    def __init__(self):
+        calls.append("Metrics()")
+
+class Hooks:
+    def __call__(self):
+        calls.append("instance()")
+
+def factory():
+    calls.append("factory()")
+    return "made by factory"
+
+callable_instance = Hooks()
+plain_instance = object()
+"""
+    make_dist(
+        site,
+        "kinds_dist",
+        "tp_kinds",
+        source,
+        {
+            "torpor.plugins": {
+                "a_class": "tp_kinds:Metrics",
+                "a_function": "tp_kinds:factory",
+                "a_callable_instance": "tp_kinds:callable_instance",
+                "a_plain_instance": "tp_kinds:plain_instance",
+                "a_module": "tp_kinds",
+            }
+        },
+    )
+    module = importlib.import_module("tp_kinds")
+    made = load_plugin("a_class")
+    assert type(made) is module.Metrics and module.calls == ["Metrics()"]
+    # Any other callable is the plugin object itself and is never called.
+    assert load_plugin("a_function") is module.factory
+    assert load_plugin("a_callable_instance") is module.callable_instance
+    assert module.calls == ["Metrics()"]
+    # The entry point must name a callable.
+    for name in ("a_plain_instance", "a_module"):
+        with pytest.raises(torpor.BackendNotFound, match=f"{name}.*not callable"):
+            load_plugin(name)
+    doc = load_plugin.__doc__ or ""
+    assert "instantiated" in doc and "never called" in doc and "factory taking" not in doc
+
+
+def test_missing_first_party_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    _block_module(monkeypatch, "lmdb", unload="torpor.plugins.lmdb")
+    with pytest.raises(torpor.MissingDependency, match=r"pip install 'torpor\[lmdb\]'"):
+        torpor.open("lmdb", path="unused")
+    with pytest.warns(RuntimeWarning, match=r"'lmdb'.*torpor\[lmdb\]") as caught:
+        infos = {i.name: i for i in describe_backends()}
+    assert "torpor[lmdb]" in (infos["lmdb"].error or "") and infos["ets_like"].error is None
+    assert len([w for w in caught if "lmdb" in str(w.message)]) == 1
+
+
+def _block_module(monkeypatch: pytest.MonkeyPatch, module: str, *, unload: str) -> None:
+    """Make ``import module`` fail as if it were not installed, and forget ``unload``
+    (and its submodules) so the next import runs again; all undone after the test."""
+    for name in [m for m in sys.modules if m == unload or m.startswith(unload + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # type: ignore[arg-type]
+
+
+def test_missing_torpor_module_is_a_broken_install_not_a_missing_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _block_module(monkeypatch, "torpor.plugins.lmdb._backend", unload="torpor.plugins.lmdb")
+    with pytest.raises(torpor.MissingDependency) as info:
+        torpor.open("lmdb", path="unused")
+    assert "reinstall torpor" in str(info.value) and "torpor[lmdb]" not in str(info.value)
+
+
+def test_a_name_registered_twice_warns_once(site: Path) -> None:
+    make_dist(site, "dist_a", "tp_a", GOOD, {"torpor.backends": {"twin": "tp_a:factory"}})
+    make_dist(site, "dist_b", "tp_b", GOOD, {"torpor.backends": {"twin": "tp_b:factory"}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        describe_backends()
+    about_twin = [str(w.message) for w in caught if "'twin'" in str(w.message)]
+    assert len(about_twin) == 1, about_twin
+    assert "dist_a" in about_twin[0] and "dist_b" in about_twin[0]

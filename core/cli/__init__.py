@@ -30,6 +30,7 @@ def backends() -> None:
     import warnings
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     import torpor
@@ -42,14 +43,20 @@ def backends() -> None:
         warnings.simplefilter("always")
         infos = describe_backends()
     for info in infos:
-        detail = info.error
-        if detail is None and info.factory is not None:
-            detail = _capabilities_of(info.factory, torpor)
-        table.add_row(info.name, f"{info.distribution} {info.version}", detail or "")
+        if info.error is not None:
+            # The full message (with its fix) is the warning printed once below.
+            detail = "[red]not usable[/]: see the warning below"
+        elif info.factory is not None:
+            detail = escape(_capabilities_of(info.factory, torpor))
+        else:  # pragma: no cover - describe_backends gives a factory or an error
+            detail = ""
+        distribution = escape(f"{info.distribution} {info.version}")
+        table.add_row(escape(info.name), distribution, detail)
     console = Console()
     console.print(table)
-    for warning in caught:
-        console.print(f"[yellow]warning:[/] {warning.message}")
+    # Messages are plain text: "pip install 'torpor[lmdb]'" must not be read as markup.
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def _capabilities_of(factory: object, torpor: object) -> str:

@@ -19,7 +19,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 import torpor
-from torpor._sample import chat_session, utf8_name
+from torpor.cli._options import backend_options
+from torpor.sample import chat_session, utf8_name
 
 
 def _mib(n: int | None) -> str:
@@ -32,15 +33,14 @@ def _mib(n: int | None) -> str:
 @click.option("--active-share", default=0.1, show_default=True, help="Share of sessions kept busy.")
 @click.option("--backlog", default=100_000, show_default=True, help="Normal messages queued.")
 @click.option("--seed", default=7, show_default=True)
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Backend option.")
+@backend_options
 def demo(
-    backend: str, count: int, active_share: float, backlog: int, seed: int, options: tuple[str, ...]
+    backend: str, count: int, active_share: float, backlog: int, seed: int, options: dict[str, str]
 ) -> None:
     """Create sessions, hibernate the idle ones, iterate, and overtake a backlog."""
     console = Console()
     rng = random.Random(seed)
     clock = torpor.ManualClock()
-    backend_options = dict(o.split("=", 1) for o in options)
     tracemalloc.start()
     with torpor.open(
         backend,
@@ -48,7 +48,7 @@ def demo(
         hibernate_after_ms=30_000,
         default_timeout_ms=24 * 3_600_000,
         sweeper=False,  # the demo drives maintenance itself, on its manual clock
-        **backend_options,
+        **options,
     ) as mgr:
         console.print(f"[bold]torpor demo[/] on [cyan]{mgr.backend_name}[/]: {count:,} sessions")
         ids: list[str] = []
