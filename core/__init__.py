@@ -12,15 +12,15 @@ See docs/guide.md for the user guide and ``torpor.hookspecs`` for the backend co
 from torpor import codec, errors, hookspecs, sample
 from torpor._capabilities import BackendStats, Capability, Stats
 from torpor._clock import Clock, ManualClock, system_clock
+from torpor._config import parse_int
 from torpor._events import EventKind, LifecycleEvent
-from torpor._ids import MAX_ID_BYTES, generate_id, is_valid_id, validate_id
 from torpor._fallbacks import LocalMailbox
+from torpor._ids import MAX_ID_BYTES, generate_id, is_valid_id, validate_id
 from torpor._mailbox import Mailbox
 from torpor._manager import Manager, SessionId
-from torpor._config import parse_int
 from torpor._open import check_backend_options, open
-from torpor._registry import load_backend_factory
 from torpor._record import Record
+from torpor._registry import load_backend_factory
 from torpor._session import Session
 from torpor._version import __version__
 from torpor.errors import (
@@ -42,7 +42,6 @@ from torpor.errors import (
     UnsupportedOperation,
 )
 from torpor.hookspecs import CANCEL, DELETE, EXPIRE, Removal, hookimpl
-
 
 __all__ = [
     "CANCEL",
@@ -66,8 +65,8 @@ __all__ = [
     "ManagerClosed",
     "ManualClock",
     "MissingDependency",
-    "ReentrantCall",
     "Record",
+    "ReentrantCall",
     "Removal",
     "SerializationError",
     "Session",

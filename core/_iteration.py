@@ -79,7 +79,9 @@ class DamageLog:
         log.warning("skipping stored value under %r: %s", key, why)
 
 
-def walk(binding: Binding, batch_size: int, damage: DamageLog) -> Iterator[tuple[list[Record], int]]:
+def walk(
+    binding: Binding, batch_size: int, damage: DamageLog
+) -> Iterator[tuple[list[Record], int]]:
     """Batches of intact records (expired ones included) with the number of damaged
     or foreign values skipped in that batch."""
     for items in binding.walk(batch_size):

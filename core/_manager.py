@@ -18,7 +18,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from torpor import codec
 from torpor._binding import Binding, make_plugin_manager
@@ -63,8 +63,7 @@ SessionId = str | bytes
 
 log = logging.getLogger("torpor")
 
-P = ParamSpec("P")
-T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 _REMOVAL_EVENTS: Final = {
     DELETE: EventKind.DELETED,
@@ -86,12 +85,12 @@ class _Default:
 DEFAULT: Final = _Default()
 
 
-def _gated(method: Callable[Concatenate[Manager, P], T]) -> Callable[Concatenate[Manager, P], T]:
+def _gated(method: F) -> F:
     """A public call: refused once closed or from inside an update function, and
     counted while it runs so that ``close()`` waits for it."""
 
     @functools.wraps(method)
-    def call(self: Manager, *args: P.args, **kwargs: P.kwargs) -> T:
+    def call(self: Manager, *args: Any, **kwargs: Any) -> Any:
         gate = self._gate
         gate.enter()
         try:
@@ -99,7 +98,7 @@ def _gated(method: Callable[Concatenate[Manager, P], T]) -> Callable[Concatenate
         finally:
             gate.exit()
 
-    return call
+    return cast(F, call)
 
 
 class _Last:
@@ -236,7 +235,9 @@ class Manager:
         except Exception:
             log.exception("a torpor_event observer failed; event %s dropped", kind.value)
 
-    def _transact(self, sid: str, decide: Callable[[Record | None], tuple[Change, Outcome]]) -> Outcome:
+    def _transact(
+        self, sid: str, decide: Callable[[Record | None], tuple[Change, Outcome]]
+    ) -> Outcome:
         """Run a decision in the backend's transaction; the last call's outcome."""
         last = _Last()
 
@@ -244,7 +245,7 @@ class Manager:
             change, last.outcome = decide(as_record(current, sid))
             return change
 
-        self._b.transact(sid, fn)  # type: ignore[arg-type]
+        self._b.transact(sid, fn)
         return last.outcome
 
     def _settle(self, sid: str, outcome: Outcome) -> None:
@@ -457,7 +458,7 @@ class Manager:
             change, last.outcome = decide_remove(record, now, removal)
             return change
 
-        self._b.transact(sid, fn)  # type: ignore[arg-type]
+        self._b.transact(sid, fn)
         outcome = last.outcome
         if damaged[0]:
             self._ended(sid, None, removal)

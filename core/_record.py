@@ -13,9 +13,10 @@ in-process backends may keep the record itself.
 ``incarnation`` tells two lives of one id apart: ``create`` draws 63 random bits for
 it, and every later version of that session keeps it.  A session deleted (or expired)
 and created again under the same id is a new incarnation, so nothing written for the
-old one (a stale ``Session`` copy, mail, index entries) can reach the new one.  Whatever a backend keeps, the manager
-never hands a backend-held ``dict`` to a user: :meth:`Record.to_session` always builds
-an independent copy.
+old one (a stale ``Session`` copy, mail, index entries) can reach the new one.
+
+Whatever a backend keeps, the manager never hands a backend-held ``dict`` to a user:
+:meth:`Record.to_session` always builds an independent copy.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from torpor import codec
 from torpor._binding import Binding
 from torpor._decisions import decide_expire, decide_hibernate
 from torpor._events import EventKind
-from torpor import codec
 from torpor._iteration import DamageLog, as_record, walk
 from torpor._record import Record
 from torpor.errors import SerializationError
@@ -163,4 +163,3 @@ class Sweeps:
             ids = [r.id for r in records if wanted(r)]
             if ids:
                 yield ids
-

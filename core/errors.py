@@ -40,13 +40,13 @@ __all__ = [
     "InvalidSessionId",
     "ManagerClosed",
     "MissingDependency",
+    "ReentrantCall",
     "SerializationError",
     "SessionCancelled",
     "SessionExists",
     "SessionNotFound",
     "SessionTooLarge",
     "TorporError",
-    "ReentrantCall",
     "UnsupportedOperation",
 ]
 

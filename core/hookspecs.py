@@ -303,7 +303,7 @@ def torpor_expired_ids(now_ms: int, limit: int) -> Sequence[str]:  # type: ignor
 
 
 @hookspec(firstresult=True)
-def torpor_count(now_ms: int) -> int | None:  # type: ignore[empty-body]
+def torpor_count(now_ms: int) -> int | None:
     """How many sessions ``ids()`` would yield at ``now_ms`` on a quiet store: intact
     records that are not expired (``now_ms - last_accessed > timeout_ms``), without
     damaged or foreign values.  Optional; return None (or leave the hook out) unless
@@ -312,7 +312,7 @@ def torpor_count(now_ms: int) -> int | None:  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def torpor_find(  # type: ignore[empty-body]
+def torpor_find(
     criteria: Mapping[str, Any],
 ) -> Sequence[tuple[str | bytes, Record | bytes]] | None:
     """``(key, value)`` pairs of the records whose ``data[field] == value`` for every

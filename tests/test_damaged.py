@@ -184,7 +184,9 @@ def test_any_damage_to_a_blob_is_a_serialization_error_or_a_valid_record(
     data: st.DataObject,
 ) -> None:
     hibernated = data.draw(st.booleans())
-    blob = bytearray(blob_of("fuzz", {"a": [1, "ü", b"\x00"], "b": {"c": 2.5}}, hibernated=hibernated))
+    blob = bytearray(
+        blob_of("fuzz", {"a": [1, "ü", b"\x00"], "b": {"c": 2.5}}, hibernated=hibernated)
+    )
     for _ in range(data.draw(st.integers(1, 4))):
         kind = data.draw(st.sampled_from(["flip", "cut", "insert"]))
         at = data.draw(st.integers(0, len(blob) - 1))

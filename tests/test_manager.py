@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import datetime
 import uuid
 
@@ -120,9 +119,7 @@ def test_save_optimistic(mgr: torpor.Manager) -> None:
     a = mgr.get(s.id)
     b = mgr.get(s.id)
     assert a is not None and b is not None
-    saved = mgr.save(
-        dataclasses.replace(a, data={"n": 2})
-    )
+    saved = mgr.save(dataclasses.replace(a, data={"n": 2}))
     assert saved.version == 2
     with pytest.raises(Conflict):
         mgr.save(b)

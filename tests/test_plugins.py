@@ -39,7 +39,7 @@ def test_wrappers_see_every_data_call(backend_name: str) -> None:
     wrapper = CountingWrapper()
     backend: object = MinimalBackend() if backend_name == "minimal" else backend_name
     with torpor.open(backend, plugins=[wrapper], sweeper=False) as mgr:
-        assert mgr._b.fetch is not getattr(backend, 'torpor_fetch', None)  # dispatched
+        assert mgr._b.fetch is not getattr(backend, "torpor_fetch", None)  # dispatched
         s = mgr.create({"n": 1})
         assert mgr.peek(s.id).data == {"n": 1}  # type: ignore[union-attr]
         mgr.update(s.id, lambda d: {"n": 2})

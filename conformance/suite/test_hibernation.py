@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from torpor.sample import chat_session
 from torpor.conformance._kit import STEP_MS, Kit
 from torpor.conformance._marks import kit_module
+from torpor.sample import chat_session
 
 
 def test_exact_counts_and_idempotence(kit: Kit) -> None:

@@ -133,11 +133,11 @@ class _SlowEngine:
         return (yield from self._slowly())
 
 
-def _race(*bodies: Callable[[], None]) -> None:
+def _race(*bodies: Callable[[], object]) -> None:
     start = threading.Barrier(len(bodies))
     errors: list[BaseException] = []
 
-    def run(body: Callable[[], None]) -> None:
+    def run(body: Callable[[], object]) -> None:
         start.wait()
         try:
             body()
