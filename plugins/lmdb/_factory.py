@@ -2,41 +2,72 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from torpor import check_backend_options
-from torpor._config import parse_int
-from torpor.errors import ConfigError
+from torpor import check_backend_options, parse_int
+from torpor.errors import ConfigError, InvalidArgument
 from torpor.plugins.lmdb._backend import LmdbBackend
+from torpor.plugins.lmdb._env import DURABILITY, EnvConfig
+from torpor.plugins.lmdb._layout import NAMES
+
+__all__ = ["create_backend"]
 
 _DEFAULTS: dict[str, Any] = {
     "map_size": 64 << 20,
     "durability": "sync",
     "max_readers": 126,
+    "max_dbs": 128,
     "namespace": "torpor",
     "touch_resolution_ms": 1000,
 }
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_MAX_MAP: Final = (1 << 63) - 1
+_MAX_COUNT: Final = (1 << 31) - 1
 
 
 def create_backend(**options: Any) -> LmdbBackend:
     check_backend_options("lmdb", options, {"path", *_DEFAULTS}, required={"path"})
     merged = {**_DEFAULTS, **options}
+    path = _path(merged["path"])
     namespace = str(merged["namespace"])
     if not _NAMESPACE.match(namespace):
         raise ConfigError("lmdb namespace must be 1-64 characters of A-Z a-z 0-9 _ . -")
-    map_size, max_readers, resolution = (
-        parse_int(k, merged[k]) or 0 for k in ("map_size", "max_readers", "touch_resolution_ms")
+    durability = str(merged["durability"])
+    if durability not in DURABILITY:
+        raise ConfigError(f"durability must be one of {', '.join(DURABILITY)}, not {durability!r}")
+    map_size, max_readers, max_dbs, resolution = (
+        parse_int(k, merged[k]) or 0
+        for k in ("map_size", "max_readers", "max_dbs", "touch_resolution_ms")
     )
-    if map_size <= 0 or max_readers <= 0 or resolution < 0:
-        raise ConfigError("lmdb map_size and max_readers must be > 0, touch_resolution_ms >= 0")
-    return LmdbBackend(
-        Path(str(merged["path"])),
-        map_size=map_size,
-        durability=str(merged["durability"]),
-        max_readers=max_readers,
-        namespace=namespace,
-        touch_resolution_ms=resolution,
+    if not 0 < map_size <= _MAX_MAP:
+        raise ConfigError(f"lmdb map_size must be between 1 and {_MAX_MAP} bytes, not {map_size}")
+    if not 0 < max_readers <= _MAX_COUNT:
+        raise ConfigError(f"lmdb max_readers must be between 1 and {_MAX_COUNT}")
+    if not len(NAMES) <= max_dbs <= _MAX_COUNT:
+        raise ConfigError(
+            f"lmdb max_dbs must be at least {len(NAMES)} (the databases of one namespace)"
+        )
+    if resolution < 0:
+        raise ConfigError("lmdb touch_resolution_ms must be >= 0")
+    config = EnvConfig(durability, map_size, max_readers, max_dbs)
+    return LmdbBackend(path, config, namespace=namespace, touch_resolution_ms=resolution)
+
+
+def _path(value: object) -> Path:
+    """``path`` must name a folder: a non-empty str or os.PathLike (nothing else, so
+    that ``None`` or ``123`` never becomes a folder called "None" or "123")."""
+    if isinstance(value, str | os.PathLike):
+        raw = os.fspath(value)
+        text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
+        if text and "\x00" not in text:
+            return Path(text)
+        problem = "is empty" if not text else "contains a NUL character"
+        raise InvalidArgument(f"lmdb path {problem}; give the folder of the store", argument="path")
+    raise InvalidArgument(
+        f"lmdb path must be a str or os.PathLike naming a folder, not {type(value).__name__} "
+        f"{value!r}",
+        argument="path",
     )

@@ -1,46 +1,59 @@
 """Secondary indexes on data fields, for ``find`` (capability SECONDARY_INDEX).
 
-An entry is ``H(field) + H(canonical value) + id`` (8 + 16 bytes of BLAKE2b, then the
-id), so keys stay under LMDB's 511-byte limit whatever the field or value.  Values are
-made canonical first so that the index agrees with Python's ``==``, which ``find`` is
-defined by: ``1``, ``1.0`` and ``True`` index alike, as do ``[1]`` and ``(1.0,)``.  A
-hash collision can only add a candidate; the manager re-checks every candidate
-against the criteria, so it can never change a result.
+An entry is ``H(field) + canonical_key(value) + id``: 8 bytes of BLAKE2b of the field
+name, the 16-byte key of ``torpor.indexing`` (equal values, ``1``, ``1.0`` and ``True``
+say, share it, so the index agrees with the ``==`` that defines ``find``), then the
+id.  Keys stay under LMDB's 511-byte limit whatever the field or value.  A hash
+collision can only add a candidate; the manager re-checks every candidate against
+the criteria, so it can never change a result.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
+from collections.abc import Iterable
 from typing import Any
 
-import msgspec
+from torpor.indexing import canonical_key
 
-__all__ = ["entry_prefix", "field_hash", "session_entries"]
+__all__ = ["entry_prefix", "field_hash", "join", "session_entries", "split"]
 
-_encode = msgspec.msgpack.Encoder().encode
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, bool | int | float) and not isinstance(value, bool | int):
-        return int(value) if value.is_integer() else value  # 1.0 == 1
-    if isinstance(value, bool):
-        return int(value)  # True == 1
-    if isinstance(value, list | tuple):
-        return ["L", *map(_canonical, value)]
-    if isinstance(value, dict):
-        return ["D", *sorted(([k, _canonical(v)] for k, v in value.items()), key=repr)]
-    return value
+_LEN = struct.Struct(">H")
 
 
 def field_hash(field: str) -> bytes:
-    return hashlib.blake2b(field.encode("utf-8"), digest_size=8).digest()
+    return hashlib.blake2b(field.encode("utf-8", "surrogatepass"), digest_size=8).digest()
 
 
 def entry_prefix(field: str, value: Any) -> bytes:
-    digest = hashlib.blake2b(_encode(_canonical(value)), digest_size=16).digest()
-    return field_hash(field) + digest
+    """The prefix of every entry for ``data[field] == value``.  ``TypeError`` or
+    ``ValueError`` for a value no session can hold (it has no key)."""
+    return field_hash(field) + canonical_key(value)
 
 
-def session_entries(fields: list[str], data: dict[str, Any], key: bytes) -> list[bytes]:
-    """The index keys of one session for the indexed ``fields`` it has."""
-    return [entry_prefix(f, data[f]) + key for f in fields if f in data]
+def session_entries(fields: Iterable[str], data: dict[str, Any], key: bytes) -> list[bytes]:
+    """The index entries of one session for the indexed ``fields`` it has.  A value
+    that has no key (foreign data that decoded to something a session cannot hold)
+    is left out: it cannot equal a criterion that has one."""
+    entries = []
+    for field in fields:
+        if field in data:
+            try:
+                entries.append(entry_prefix(field, data[field]) + key)
+            except (TypeError, ValueError):
+                continue
+    return entries
+
+
+def join(entries: list[bytes]) -> bytes:
+    return b"".join(_LEN.pack(len(e)) + e for e in entries)
+
+
+def split(packed: bytes) -> list[bytes]:
+    entries, at = [], 0
+    while at < len(packed):
+        (size,) = _LEN.unpack_from(packed, at)
+        entries.append(packed[at + 2 : at + 2 + size])
+        at += 2 + size
+    return entries

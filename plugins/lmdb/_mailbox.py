@@ -2,15 +2,21 @@
 
 Keys: ``id  0x00  lane  seq`` where lane 0x00 is priority and 0x01 normal, and seq a
 big-endian counter kept in the environment, so each lane is FIFO and a priority
-receive is one cursor seek, whatever waits in the normal lane.  Taking messages is a
-write transaction (LMDB serialises writers across processes), so each message goes to
-exactly one receiver.
+receive is one cursor seek, whatever waits in the normal lane.
 
-LMDB has no notifications: a waiting receiver wakes at once for sends and cancels
-from its own process, and polls every 20 ms for other processes'.  ``cancel`` and
-``discard`` leave a tombstone (time and kind), so a receiver in any process that was
-waiting when its session went away raises ``SessionCancelled`` or ``SessionNotFound``
-as it should; tombstones older than a minute are pruned.
+Mail and records change together (see ``_store.py``): ``send`` appends only if the
+session's stored incarnation is the sender's, checked in the same write transaction;
+every removal of a session deletes its mail in the removing transaction.  So the mail
+under an id always belongs to the incarnation stored under it.  Taking messages is a
+write transaction too (LMDB serialises writers across processes), so each message
+goes to exactly one receiver.
+
+LMDB has no notifications: a waiting receiver polls (a read transaction) every 20 ms
+for sends and removals made elsewhere (other processes, other managers), and wakes at
+once for those made through its own manager, which notify it after they commit.
+When its incarnation is gone, the tombstone of a cancellation makes it raise
+``SessionCancelled``; no tombstone, ``SessionNotFound``.  It takes messages in a write
+transaction only when a read transaction saw some.
 """
 
 from __future__ import annotations
@@ -18,182 +24,193 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from collections.abc import Callable
 from typing import Final
 
-from torpor.errors import SessionCancelled, SessionNotFound
-from torpor.plugins.lmdb._env import Db, SharedEnv, Txn
+from torpor.errors import ManagerClosed, SessionCancelled, SessionNotFound
+from torpor.plugins.lmdb._env import SharedEnv, Txn
+from torpor.plugins.lmdb._store import Store, incarnation_bits, mail_prefix
 
 __all__ = ["LmdbMailbox"]
 
 PRIORITY: Final = b"\x00"
 NORMAL: Final = b"\x01"
 POLL_S: Final = 0.02
-TOMBSTONE_TTL_NS: Final = 60 * 10**9
 _SEQ_KEY: Final = b"mail_seq"
-VERDICT_WAIT_S: Final = 1.0
 _U64 = struct.Struct(">Q")
-_TOMBSTONE = struct.Struct(">QB")  # time (ns), kind
-_DELETED: Final = 0
-_CANCELLED: Final = 1
 
 
-def _prefix(session_id: str) -> bytes:
-    return session_id.encode("utf-8") + b"\x00"  # ids never contain NUL
+class _Waiting:
+    """Receivers of one session in this process."""
+
+    __slots__ = ("checked", "cond", "generation", "users")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.cond = threading.Condition(lock)
+        self.generation = 0  # bumped by every local change that concerns the session
+        self.users = 0  # receivers holding this entry
+        self.checked = 0  # of them, those that saw the session alive (``waiters``)
 
 
 class LmdbMailbox:
-    def __init__(self, shared: SharedEnv, mail: Db, cancels: Db, counters: Db) -> None:
+    """The ``torpor.Mailbox`` of the lmdb backend."""
+
+    def __init__(self, shared: SharedEnv, store: Store) -> None:
         self._shared = shared
-        self._mail = mail
-        self._cancels = cancels
-        self._counters = counters
-        self._cond = threading.Condition()
+        self._store = store
+        self._lock = threading.Lock()
+        self._waiting: dict[str, _Waiting] = {}
         self._closed = False
-        self._waiting: dict[str, int] = {}  # receivers in this process, per session
 
-    def _notify(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+    # -- the protocol ----------------------------------------------------------------
+    def send(self, session_id: str, incarnation: int, message: bytes, priority: bool) -> bool:
+        key = session_id.encode("utf-8")
+        head = mail_prefix(key) + (PRIORITY if priority else NORMAL)
+        store = self._store
+        wanted = incarnation_bits(incarnation)
 
-    def send(self, session_id: str, message: bytes, priority: bool) -> None:
-        head = _prefix(session_id) + (PRIORITY if priority else NORMAL)
-
-        def put(txn: Txn) -> None:
-            raw = txn.get(_SEQ_KEY, db=self._counters)
+        def put(txn: Txn) -> bool:
+            if store.incarnation(txn, key) != wanted:
+                return False
+            raw = txn.get(_SEQ_KEY, db=store.dbs.counters)
             seq = 0 if raw is None else _U64.unpack(raw)[0] + 1
-            txn.put(_SEQ_KEY, _U64.pack(seq), db=self._counters)
-            txn.put(head + _U64.pack(seq), message, db=self._mail)
+            txn.put(_SEQ_KEY, _U64.pack(seq), db=store.dbs.counters)
+            txn.put(head + _U64.pack(seq), message, db=store.dbs.mail)
+            return True
 
-        self._shared.write(put)
-        self._notify()
+        sent = self._shared.write(put)
+        if sent:
+            self.changed(session_id)
+        return sent
 
     def receive(
-        self,
-        session_id: str,
-        max_messages: int,
-        timeout: float | None,
-        alive: Callable[[], bool],
+        self, session_id: str, incarnation: int, max_messages: int, timeout: float
     ) -> list[bytes]:
-        started = time.time_ns()
-        deadline = None if not timeout else time.monotonic() + timeout
-        prefix = _prefix(session_id)
-        seen_alive = False
-        verdict_by: float | None = None
+        self._shared.check()
+        deadline = time.monotonic() + timeout
+        key = session_id.encode("utf-8")
+        wanted = incarnation_bits(incarnation)
+        waiting = self._join(session_id)
+        checked = False
         try:
             while True:
-                if self._closed:
-                    raise SessionNotFound(f"session {session_id!r}: the manager was closed")
-                if self._shared.read(lambda txn: self._has(txn, prefix)):
-                    taken = self._shared.write(lambda txn: self._take(txn, prefix, max_messages))
+                with self._lock:
+                    if self._closed:
+                        raise _closed(session_id)
+                    generation = waiting.generation
+                alive, queued, cancelled = self._shared.read(
+                    lambda txn: self._look(txn, key, wanted)
+                )
+                if queued:
+                    taken, alive, cancelled = self._shared.write(
+                        lambda txn: self._take(txn, key, wanted, max_messages)
+                    )
                     if taken:
                         return taken
-                if alive():
-                    if not seen_alive:
-                        seen_alive = True
-                        self._count_waiter(session_id, +1)
-                else:
-                    verdict = self._verdict(session_id, started)
-                    if verdict is not None:
-                        raise verdict
-                    if not seen_alive:
-                        raise SessionNotFound(f"session {session_id!r} does not exist")
-                    # It vanished while we waited: the manager writes the tombstone
-                    # right after the delete, so wait (briefly) for its verdict.
-                    verdict_by = verdict_by or time.monotonic() + VERDICT_WAIT_S
-                    if time.monotonic() > verdict_by:
-                        raise SessionNotFound(f"session {session_id!r} was deleted")
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if verdict_by is None and (remaining is None or remaining <= 0):
+                if not alive:
+                    raise _gone(session_id, cancelled)
+                if not checked:
+                    checked = True
+                    with self._lock:
+                        waiting.checked += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     return []
-                pause = POLL_S if remaining is None or verdict_by else min(remaining, POLL_S)
-                with self._cond:
-                    self._cond.wait(pause)
+                with self._lock:
+                    if waiting.generation == generation and not self._closed:
+                        waiting.cond.wait(min(remaining, POLL_S))
         finally:
-            if seen_alive:
-                self._count_waiter(session_id, -1)
+            self._leave(session_id, waiting, checked)
 
-    def _count_waiter(self, session_id: str, delta: int) -> None:
-        with self._cond:
-            count = self._waiting.get(session_id, 0) + delta
-            if count:
-                self._waiting[session_id] = count
-            else:
-                self._waiting.pop(session_id, None)
-
-    def waiters(self, session_id: str) -> int:
-        with self._cond:
-            return self._waiting.get(session_id, 0)
-
-    def _verdict(self, session_id: str, since_ns: int) -> Exception | None:
-        """The tombstone left since ``since_ns`` by a cancel or a delete, if any."""
-        raw = self._shared.read(lambda txn: txn.get(session_id.encode("utf-8"), db=self._cancels))
-        if raw is None:
-            return None
-        stamp, kind = _TOMBSTONE.unpack(raw)
-        if stamp < since_ns:
-            return None
-        if kind == _CANCELLED:
-            return SessionCancelled(f"session {session_id!r} was cancelled while waiting")
-        return SessionNotFound(f"session {session_id!r} was deleted while waiting")
-
-    def _has(self, txn: Txn, prefix: bytes) -> bool:
-        cursor = txn.cursor(db=self._mail)
-        return bool(cursor.set_range(prefix) and cursor.key().startswith(prefix))
-
-    def _take(self, txn: Txn, prefix: bytes, limit: int) -> list[bytes]:
-        taken: list[bytes] = []
-        cursor = txn.cursor(db=self._mail)
-        for lane in (PRIORITY, NORMAL):
-            head = prefix + lane
-            if not cursor.set_range(head):
-                continue
-            while len(taken) < limit and cursor.key().startswith(head):
-                taken.append(cursor.value())
-                if not cursor.delete():  # moves to the next record
-                    break
-        return taken
-
-    def pending(self, session_id: str) -> int:
-        prefix = _prefix(session_id)
+    def pending(self, session_id: str, incarnation: int) -> int:
+        key = session_id.encode("utf-8")
+        prefix = mail_prefix(key)
+        wanted = incarnation_bits(incarnation)
 
         def count(txn: Txn) -> int:
-            cursor = txn.cursor(db=self._mail)
+            if self._store.incarnation(txn, key) != wanted:
+                return 0
+            cursor = txn.cursor(db=self._store.dbs.mail)
             n = 0
             if cursor.set_range(prefix):
-                for key in cursor.iternext(values=False):
-                    if not key.startswith(prefix):
+                for found in cursor.iternext(values=False):
+                    if not found.startswith(prefix):
                         break
                     n += 1
             return n
 
         return self._shared.read(count)
 
-    def cancel(self, session_id: str) -> None:
-        self._drop(session_id, _CANCELLED)
-
-    def discard(self, session_id: str) -> None:
-        self._drop(session_id, _DELETED)
-
-    def _drop(self, session_id: str, kind: int) -> None:
-        prefix = _prefix(session_id)
-        now = time.time_ns()
-
-        def drop(txn: Txn) -> None:
-            cursor = txn.cursor(db=self._mail)
-            if cursor.set_range(prefix):
-                while cursor.key().startswith(prefix):
-                    if not cursor.delete():
-                        break
-            old = txn.cursor(db=self._cancels)
-            for key, value in list(old.iternext()):
-                if now - _TOMBSTONE.unpack(value)[0] > TOMBSTONE_TTL_NS:
-                    txn.delete(key, db=self._cancels)
-            txn.put(session_id.encode("utf-8"), _TOMBSTONE.pack(now, kind), db=self._cancels)
-
-        self._shared.write(drop)
-        self._notify()
+    def waiters(self, session_id: str) -> int:
+        with self._lock:
+            waiting = self._waiting.get(session_id)
+            return 0 if waiting is None else waiting.checked
 
     def close(self) -> None:
-        self._closed = True
-        self._notify()
+        with self._lock:
+            self._closed = True
+            for waiting in self._waiting.values():
+                waiting.generation += 1
+                waiting.cond.notify_all()
+
+    # -- for the backend -------------------------------------------------------------
+    def changed(self, session_id: str) -> None:
+        """A local commit sent to, or removed, the session: wake its receivers here."""
+        if not self._waiting:  # the usual case: nobody waits; no lock taken
+            return
+        with self._lock:
+            waiting = self._waiting.get(session_id)
+            if waiting is not None:
+                waiting.generation += 1
+                waiting.cond.notify_all()
+
+    # -- internals -------------------------------------------------------------------
+    def _join(self, session_id: str) -> _Waiting:
+        with self._lock:
+            waiting = self._waiting.get(session_id)
+            if waiting is None:
+                waiting = self._waiting[session_id] = _Waiting(self._lock)
+            waiting.users += 1
+            return waiting
+
+    def _leave(self, session_id: str, waiting: _Waiting, checked: bool) -> None:
+        with self._lock:
+            waiting.users -= 1
+            waiting.checked -= checked
+            if not waiting.users and self._waiting.get(session_id) is waiting:
+                del self._waiting[session_id]
+
+    def _look(self, txn: Txn, key: bytes, wanted: int) -> tuple[bool, bool, bool]:
+        """(alive, messages queued, cancelled) for that incarnation, in one snapshot."""
+        if self._store.incarnation(txn, key) != wanted:
+            return False, False, self._store.cancelled(txn, key, wanted)
+        prefix = mail_prefix(key)
+        cursor = txn.cursor(db=self._store.dbs.mail)
+        queued = bool(cursor.set_range(prefix) and cursor.key().startswith(prefix))
+        return True, queued, False
+
+    def _take(
+        self, txn: Txn, key: bytes, wanted: int, limit: int
+    ) -> tuple[list[bytes], bool, bool]:
+        if self._store.incarnation(txn, key) != wanted:
+            return [], False, self._store.cancelled(txn, key, wanted)
+        taken: list[bytes] = []
+        cursor = txn.cursor(db=self._store.dbs.mail)
+        for lane in (PRIORITY, NORMAL):
+            head = mail_prefix(key) + lane
+            if not cursor.set_range(head):
+                continue
+            while len(taken) < limit and cursor.key().startswith(head):
+                taken.append(cursor.value())
+                if not cursor.delete():  # moves to the next entry
+                    break
+        return taken, True, False
+
+
+def _closed(session_id: str) -> ManagerClosed:
+    return ManagerClosed(f"the manager was closed while waiting on session {session_id!r}")
+
+
+def _gone(session_id: str, cancelled: bool) -> Exception:
+    if cancelled:
+        return SessionCancelled(f"session {session_id!r} was cancelled")
+    return SessionNotFound(f"session {session_id!r} was deleted or has expired")
