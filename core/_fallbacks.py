@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
-from torpor._ids import is_valid_id
+from torpor._ids import key_to_id
 from torpor.errors import ManagerClosed, SessionCancelled, SessionNotFound
 from torpor.hookspecs import CANCEL, BatchFn, Removal, TransactFn
 
@@ -89,12 +89,11 @@ def snapshot_walk(
     for start in range(0, len(snapshot), batch_size):
         batch: list[Pair] = []
         for key in snapshot[start : start + batch_size]:
-            if isinstance(key, str) and is_valid_id(key):
-                value = fetch(key)
-                if value is not None:
-                    batch.append((key, value))
-            else:
+            sid = key_to_id(key)
+            if sid is None:
                 batch.append((key, None))
+            elif (value := fetch(sid)) is not None:
+                batch.append((sid, value))
         if batch:
             yield batch
 
@@ -111,7 +110,7 @@ class _Box:
 
 
 class LocalMailbox:
-    """In-process mailboxes: two deques per session and one condition variable.
+    """In-process mailboxes: two deques per session incarnation, one condition variable.
 
     ``incarnation_of(session_id)`` tells the live incarnation of a session (None when
     it is missing or expired); the manager passes its own lookup.  ``send`` checks it
@@ -119,28 +118,40 @@ class LocalMailbox:
     after every removal it commits) takes the same lock, so a message is either
     discarded with its session or refused; it never outlives it.
 
-    A box holds one incarnation's messages.  Boxes are created on the first send and
-    removed when they are emptied or ended, so idle sessions cost nothing here.  One
-    condition variable serves every box: each send wakes every waiter, which is fine
-    for tens of consumers; a backend with many should ship its own mailbox.
+    Each incarnation has its own box, so a session created again under an id never
+    shares a box with the old one, and the old one's receivers still learn how it
+    ended (``SessionCancelled`` or ``SessionNotFound``).  Boxes are created on the
+    first send or receive and dropped once empty with no receiver, so idle sessions
+    cost nothing here.  Mail of an incarnation removed by *another* process (possible
+    only with a multi-process backend that has no mailbox of its own) is dropped when
+    the id's live incarnation next sends.  One condition variable serves every box:
+    each send wakes every waiter, which is fine for tens of consumers; a backend with
+    many should ship its own mailbox.
     """
 
     def __init__(self, incarnation_of: Callable[[str], int | None]) -> None:
         self._incarnation_of = incarnation_of
-        self._boxes: dict[str, _Box] = {}
+        self._boxes: dict[str, dict[int, _Box]] = {}
         self._cond = threading.Condition(threading.Lock())
         self._locks = StripedLocks()
         self._closed = False
 
     def _box(self, session_id: str, incarnation: int) -> _Box:
-        """The box of this incarnation (under ``_cond``).  A box of another one can be
-        left only by a removal in another process: it is ended as deleted."""
-        box = self._boxes.get(session_id)
-        if box is None or box.incarnation != incarnation:
-            if box is not None:
-                self._finish(box, SessionNotFound)
-            box = self._boxes[session_id] = _Box(incarnation)
+        """The box of this incarnation, made if needed (under ``_cond``)."""
+        boxes = self._boxes.setdefault(session_id, {})
+        box = boxes.get(incarnation)
+        if box is None:
+            box = boxes[incarnation] = _Box(incarnation)
         return box
+
+    def _drop_if_idle(self, session_id: str, box: _Box) -> None:
+        boxes = self._boxes.get(session_id)
+        if box.waiters or box.priority or box.normal or boxes is None:
+            return
+        if boxes.get(box.incarnation) is box:
+            del boxes[box.incarnation]
+            if not boxes:
+                del self._boxes[session_id]
 
     def send(self, session_id: str, incarnation: int, message: bytes, priority: bool) -> bool:
         with self._locks(session_id):
@@ -151,6 +162,11 @@ class LocalMailbox:
                     raise ManagerClosed("this manager is closed; open a new one")
                 box = self._box(session_id, incarnation)
                 (box.priority if priority else box.normal).append(message)
+                # ``incarnation`` is live (checked under the session's lock), so idle
+                # boxes of other incarnations hold mail no one can receive any more.
+                for other in list(self._boxes[session_id].values()):
+                    if other is not box and not other.waiters:
+                        del self._boxes[session_id][other.incarnation]
                 self._cond.notify_all()
         return True
 
@@ -167,6 +183,7 @@ class LocalMailbox:
                 # Checked once registered: a removal from now on ends this box.
                 if (
                     not (box.priority or box.normal)
+                    and box.ended is None
                     and self._incarnation_of(session_id) != incarnation
                 ):
                     raise SessionNotFound(f"session {session_id!r} does not exist")
@@ -182,38 +199,41 @@ class LocalMailbox:
                     self._cond.wait(min(remaining, _WAIT_SLICE_S))
             finally:
                 box.waiters -= 1
-                idle = not box.waiters and not box.priority and not box.normal
-                if idle and self._boxes.get(session_id) is box:
-                    del self._boxes[session_id]
+                self._drop_if_idle(session_id, box)
 
     def pending(self, session_id: str, incarnation: int) -> int:
         with self._cond:
-            box = self._boxes.get(session_id)
-            if box is None or box.incarnation != incarnation:
-                return 0
-            return len(box.priority) + len(box.normal)
+            box = self._boxes.get(session_id, {}).get(incarnation)
+            return 0 if box is None else len(box.priority) + len(box.normal)
 
     def waiters(self, session_id: str) -> int:
         # Under the lock: a receiver holds it from registering until it waits, so a
         # positive count means it has passed its liveness check.
         with self._cond:
-            box = self._boxes.get(session_id)
-            return 0 if box is None or box.ended is not None else box.waiters
+            boxes = self._boxes.get(session_id, {})
+            return sum(b.waiters for b in boxes.values() if b.ended is None)
 
     def end(self, session_id: str, incarnation: int | None, removal: Removal) -> None:
         """The incarnation was removed: drop its messages, wake its waiters.  ``None``:
-        whatever incarnation it was (a damaged record was removed)."""
+        every incarnation of the id (a damaged record was removed)."""
+        reason = SessionCancelled if removal is CANCEL else SessionNotFound
         with self._locks(session_id), self._cond:
-            box = self._boxes.get(session_id)
-            if box is not None and incarnation in (None, box.incarnation):
+            boxes = self._boxes.get(session_id)
+            if boxes is None:
+                return
+            for box in list(boxes.values()):
+                if incarnation is None or box.incarnation == incarnation:
+                    del boxes[box.incarnation]
+                    self._finish(box, reason)
+            if not boxes:
                 del self._boxes[session_id]
-                self._finish(box, SessionCancelled if removal is CANCEL else SessionNotFound)
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            for box in self._boxes.values():
-                self._finish(box, ManagerClosed)
+            for boxes in self._boxes.values():
+                for box in boxes.values():
+                    self._finish(box, ManagerClosed)
             self._boxes.clear()
 
     def _finish(self, box: _Box, reason: type[Exception]) -> None:

@@ -12,7 +12,14 @@ import secrets
 
 from torpor.errors import InvalidSessionId
 
-__all__ = ["MAX_ID_BYTES", "MAX_NAME_BYTES", "generate_id", "is_valid_id", "validate_id"]
+__all__ = [
+    "MAX_ID_BYTES",
+    "MAX_NAME_BYTES",
+    "generate_id",
+    "is_valid_id",
+    "key_to_id",
+    "validate_id",
+]
 
 MAX_ID_BYTES = 255
 
@@ -118,6 +125,17 @@ def _first_code_point_past(text: str, limit: int) -> int:
         if total > limit:
             return index
     return len(text)  # pragma: no cover - only called when over the limit
+
+
+def key_to_id(key: object) -> str | None:
+    """A stored key as a session id, or None for a foreign key.  A backend should give
+    keys as ``str``; valid UTF-8 ``bytes`` are read as the id they spell."""
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return key if isinstance(key, str) and is_valid_id(key) else None
 
 
 def is_valid_id(session_id: object) -> bool:

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from typing import Final
 
 from torpor._binding import Binding
-from torpor._ids import is_valid_id
+from torpor._ids import key_to_id
 from torpor._record import Record
-from torpor.errors import BackendUnavailable, SerializationError
+from torpor.errors import SerializationError
 
-__all__ = ["DamageLog", "as_record", "walk"]
+__all__ = ["DamageLog", "as_record", "intact", "walk"]
 
 log = logging.getLogger("torpor")
 
@@ -44,10 +44,9 @@ def as_record(value: object, key: str) -> Record | None:
         return as_record(bytes(value), key)
     elif isinstance(value, Record):
         record = value
-    else:
-        raise BackendUnavailable(
-            f"backend returned a {kind.__name__} for session {key!r} where a Record or "
-            "bytes was expected"
+    else:  # a backend gives back what is stored: something else was stored there
+        raise SerializationError(
+            f"session {key!r}: the stored value is a {kind.__name__}, not a torpor record"
         )
     if record.id != key:
         raise SerializationError(
@@ -79,8 +78,18 @@ class DamageLog:
         log.warning("skipping stored value under %r: %s", key, why)
 
 
+def intact(value: object, key: str, limit: int) -> Record | None:
+    """``as_record``, and for a stored blob also its data: a record whose payload does
+    not decode is damaged too (DESIGN §11).  Records an in-process backend holds were
+    built by the manager and are not decoded again."""
+    record = as_record(value, key)
+    if record is not None and type(value) is not Record:
+        record.check(limit)
+    return record
+
+
 def walk(
-    binding: Binding, batch_size: int, damage: DamageLog
+    binding: Binding, batch_size: int, damage: DamageLog, limit: int
 ) -> Iterator[tuple[list[Record], int]]:
     """Batches of intact records (expired ones included) with the number of damaged
     or foreign values skipped in that batch."""
@@ -88,14 +97,15 @@ def walk(
         records: list[Record] = []
         skipped = 0
         for key, value in items:
-            if not (isinstance(key, str) and is_valid_id(key)):
+            sid = key_to_id(key)
+            if sid is None:
                 damage.note(key, "the key is not a valid session id (foreign data)")
                 skipped += 1
                 continue
             try:
-                record = as_record(value, key)
+                record = intact(value, sid, limit)
             except SerializationError as exc:
-                damage.note(key, str(exc))
+                damage.note(sid, str(exc))
                 skipped += 1
                 continue
             if record is not None:

@@ -48,13 +48,17 @@ class CallGate:
         self._closing = threading.Lock()
         self.closed = False
 
-    def enter(self) -> None:
+    @staticmethod
+    def refuse_reentry() -> None:
         if _IN_USER_CODE and threading.get_ident() in _IN_USER_CODE:
             raise ReentrantCall(
                 "a torpor manager was called from inside an update() function; the "
                 "function runs inside the backend's transaction, so compute what you "
                 "need before update() or make the call after it returns"
             )
+
+    def enter(self) -> None:
+        self.refuse_reentry()
         self._inflight.append(None)
         if self.closed:
             self._inflight.pop()
@@ -79,12 +83,15 @@ class CallGate:
             self.closed = True
             return True
 
-    def drain(self, timeout_s: float) -> bool:
-        """Wait (up to ``timeout_s``) for the calls in flight; True if none is left."""
-        deadline = time.monotonic() + timeout_s
+    def drain(self, timeout_s: float, urgent_s: float, urgent: Callable[[], bool]) -> bool:
+        """Wait for the calls in flight, up to ``timeout_s``, or ``urgent_s`` once
+        ``urgent()`` (an urgent close can overtake an orderly one); True if none is
+        left."""
+        start = time.monotonic()
         pause = 0.0001
         while self._inflight:
-            if time.monotonic() >= deadline:
+            waited = time.monotonic() - start
+            if waited >= timeout_s or (waited >= urgent_s and urgent()):
                 return False
             time.sleep(pause)
             pause = min(pause * 2, 0.01)

@@ -41,10 +41,12 @@ class Mailbox(Protocol):
 
         With nothing queued, wait up to ``timeout`` seconds (0: do not wait) and return
         ``[]`` if still nothing; a huge finite timeout must not overflow (wait in
-        slices).  If the incarnation is removed before or while waiting, raise
+        slices).  If the incarnation is removed while waiting, raise
         ``SessionCancelled`` when the removal was a ``CANCEL``, ``SessionNotFound``
-        otherwise; after :meth:`close`, raise ``ManagerClosed``.  A message taken is
-        never lost to such an error: it is returned."""
+        otherwise.  If it is already gone when ``receive`` begins, raise
+        ``SessionNotFound`` (a backend that still knows it was cancelled may raise
+        ``SessionCancelled``).  After :meth:`close`, raise ``ManagerClosed``.  A message
+        taken is never lost to such an error: it is returned."""
         ...
 
     def pending(self, session_id: str, incarnation: int) -> int:

@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import secrets
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -37,8 +38,8 @@ from torpor._decisions import (
 )
 from torpor._events import EventKind, LifecycleEvent
 from torpor._fallbacks import LocalMailbox
-from torpor._ids import generate_id, is_valid_id, validate_id
-from torpor._iteration import DamageLog, as_record, walk
+from torpor._ids import generate_id, key_to_id, validate_id
+from torpor._iteration import DamageLog, as_record, intact, walk
 from torpor._lifecycle import CallGate, user_code
 from torpor._mailbox import Mailbox
 from torpor._record import Record
@@ -49,6 +50,7 @@ from torpor.errors import (
     ConfigError,
     InvalidArgument,
     InvalidSessionId,
+    ManagerClosed,
     SerializationError,
     SessionNotFound,
     SessionTooLarge,
@@ -64,6 +66,7 @@ SessionId = str | bytes
 log = logging.getLogger("torpor")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 _REMOVAL_EVENTS: Final = {
     DELETE: EventKind.DELETED,
@@ -136,7 +139,10 @@ class Manager:
         self._hibernate_after: int | None = options["hibernate_after_ms"]
         self._max_bytes: int = options["max_session_bytes"]
         self._batch: int = options["sweep_batch_size"]
-        self._abort = False  # set by close(urgent=True): passes stop at the next session
+        # Set by close(urgent=True): passes stop at the next session, and transactions
+        # still in flight abort instead of committing into a backend being closed.
+        self._abort = False
+        self._close_done = threading.Event()
         self._damage = DamageLog()
         try:
             self._pm = make_plugin_manager(backend, plugins)
@@ -144,16 +150,37 @@ class Manager:
             self._b.call_all("torpor_open", clock=self._clock, options=dict(self._options))
             self._touch_resolution = self._resolution(options["touch_resolution_ms"])
             native_mailbox = self._b.mailbox() if self._b.mailbox is not None else None
+            # Callbacks hold the manager weakly: no reference cycle, so a manager dropped
+            # without close() is collected (and warns) at once, not at the next GC.
             self._local: LocalMailbox | None = (
-                LocalMailbox(self._incarnation_of) if native_mailbox is None else None
+                LocalMailbox(_weakly(self._incarnation_of)) if native_mailbox is None else None
             )
             self._mailbox: Mailbox = native_mailbox or self._local  # type: ignore[assignment]
-            self._sweeps = Sweeps(self._b, self._batch, self._emit, self._damage, self._end_mail)
+            self._sweeps = Sweeps(
+                self._b,
+                self._batch,
+                _weakly(self._emit),
+                self._damage,
+                _weakly(self._end_mail),
+                self._max_bytes,
+            )
             self._sweeper = self._start_sweeper(options)
         except BaseException:
-            _close_quietly(backend)
+            self._release_after_failed_open(backend)
             raise
         self._gate.closed = False
+
+    def _release_after_failed_open(self, backend: object) -> None:
+        """A failed open closes what it built: every plugin's ``torpor_close`` once the
+        hooks were registered, else the backend's own."""
+        pm = getattr(self, "_pm", None)
+        try:
+            if pm is not None:
+                pm.hook.torpor_close(urgent=True)
+            elif callable(close := getattr(backend, "torpor_close", None)):
+                close(urgent=True)
+        except Exception:
+            log.warning("closing %r after a failed open failed", backend, exc_info=True)
 
     def _resolution(self, configured: int | None) -> int:
         """The touch resolution: the backend's (or the configured) one, but never more
@@ -243,10 +270,17 @@ class Manager:
 
         def fn(current: object) -> Change:
             change, last.outcome = decide(as_record(current, sid))
+            self._refuse_if_aborted()
             return change
 
         self._b.transact(sid, fn)
         return last.outcome
+
+    def _refuse_if_aborted(self) -> None:
+        """Inside a transaction function: an urgent close has given up waiting for this
+        call, so it must not commit (it is not acknowledged: the caller gets an error)."""
+        if self._abort:
+            raise ManagerClosed("the manager was closed urgently; this write was not applied")
 
     def _settle(self, sid: str, outcome: Outcome) -> None:
         """What follows a committed change: the in-process mailbox, events."""
@@ -361,9 +395,20 @@ class Manager:
         return sum(1 for _ in self._live_records(self._batch))
 
     # -- writes ------------------------------------------------------------------
-    def _rewrite(self, sid: str, change: Callable[[Record], Record | None]) -> Record | None:
+    def _rewrite(
+        self, sid: str, change: Callable[[Record], Record | None], *, verify: bool = True
+    ) -> Record | None:
+        """Apply ``change`` to the live session.  ``verify``: first check that its data
+        decodes, so a damaged record is never rewritten (``update`` decodes anyway)."""
         now = self._clock()
-        outcome = self._transact(sid, lambda current: decide_rewrite(current, now, change))
+        limit = self._max_bytes
+
+        def decide(current: Record | None) -> tuple[Change, Outcome]:
+            if verify and current is not None:
+                current.check(limit)
+            return decide_rewrite(current, now, change)
+
+        outcome = self._transact(sid, decide)
         self._settle(sid, outcome)
         return outcome.record
 
@@ -378,6 +423,10 @@ class Manager:
         backends that retry optimistic transactions, and must not call torpor
         (``ReentrantCall``).  Missing or expired: ``SessionNotFound``."""
         sid = validate_id(session_id)
+        if not callable(fn):
+            raise InvalidArgument(
+                f"update() needs a function data -> data, not {type(fn).__name__}", argument="fn"
+            )
         now = self._clock()
 
         def modify(record: Record) -> Record:
@@ -391,7 +440,7 @@ class Manager:
                 )
             return self._sized(record.rewritten(self._encode(new_data), now))
 
-        result = self._rewrite(sid, modify)
+        result = self._rewrite(sid, modify, verify=False)
         if result is None:
             raise SessionNotFound(f"session {sid!r} does not exist (or has expired)")
         return result.to_session(self._max_bytes)
@@ -456,6 +505,7 @@ class Manager:
                 last.outcome = MISSING
                 return removal
             change, last.outcome = decide_remove(record, now, removal)
+            self._refuse_if_aborted()
             return change
 
         self._b.transact(sid, fn)
@@ -480,7 +530,7 @@ class Manager:
     def _live_records(self, size: int) -> Iterator[Record]:
         """Intact, unexpired records, a batch per backend call; each batch is fetched
         as a call of its own (refused once the manager is closed)."""
-        batches = walk(self._b, size, self._damage)
+        batches = walk(self._b, size, self._damage, self._max_bytes)
         while True:
             batch = self._gate.run(lambda: next(batches, None))
             if batch is None:
@@ -533,7 +583,8 @@ class Manager:
         now = self._clock()
         for key, value in pairs:
             try:
-                record = as_record(value, key) if isinstance(key, str) else None
+                sid = key_to_id(key)
+                record = None if sid is None else intact(value, sid, self._max_bytes)
                 if record is not None and not record.is_expired(now):
                     yield record.to_session(self._max_bytes)
             except SerializationError as exc:
@@ -559,10 +610,11 @@ class Manager:
         valid: list[str] = []
         skipped: list[str | bytes] = []
         for key in self._b.ids():
-            if isinstance(key, str) and is_valid_id(key):
-                valid.append(key)
-            else:
+            sid = key_to_id(key)
+            if sid is None:
                 skipped.append(key)
+            else:
+                valid.append(sid)
         if skipped:
             log.warning(
                 "list_utf8_ids skipped %d key(s) that are not valid session ids, e.g. %r",
@@ -593,9 +645,11 @@ class Manager:
     @_gated
     def run_maintenance(self, stop: StopFlag | None = None) -> None:
         """One pass of everything the sweeper does: hibernation (if
-        ``hibernate_after_ms``) then expiry.  ``stop()`` returning True interrupts it."""
-        self._sweep_hibernation(stop or self._stopped)
-        self._sweep_expiry(stop or self._stopped)
+        ``hibernate_after_ms``) then expiry.  ``stop()`` returning True interrupts it,
+        and so does an urgent close."""
+        flag = self._stopped if stop is None else (lambda: self._abort or stop())
+        self._sweep_hibernation(flag)
+        self._sweep_expiry(flag)
 
     def _sweep_hibernation(self, stop: StopFlag) -> None:
         if self._hibernate_after is not None and not stop():
@@ -662,7 +716,7 @@ class Manager:
         reported = self._b.stats() if self._b.stats is not None else BackendStats()
         live = hibernated = expired = damaged = 0
         now = self._clock()
-        for records, skipped in walk(self._b, self._batch, self._damage):
+        for records, skipped in walk(self._b, self._batch, self._damage, self._max_bytes):
             damaged += skipped
             for record in records:
                 if record.is_expired(now):
@@ -701,17 +755,25 @@ class Manager:
         100 ms; acknowledged writes are kept.  Consumers blocked in ``receive`` raise
         ``ManagerClosed`` either way.
         """
+        self._gate.refuse_reentry()  # from an update function it would wait for itself
+        if urgent:
+            self._abort = True  # also hurries an orderly close already under way
+            if self._sweeper is not None:
+                self._sweeper.hurry()
         if not self._gate.begin_close():
+            self._close_done.wait()  # another thread is closing: return once it is done
             return
-        self._abort = urgent
         try:
             self._mailbox.close()
             if self._sweeper is not None:
                 self._sweeper.stop(urgent=urgent)
-            if not self._gate.drain(_URGENT_DRAIN_S if urgent else _ORDERLY_DRAIN_S):
-                log.warning("torpor: closing with calls still in flight")
+            if not self._gate.drain(_ORDERLY_DRAIN_S, _URGENT_DRAIN_S, self._stopped):
+                # Whatever is still in flight now aborts before it commits.
+                self._abort = True
+                log.warning("torpor: closing with calls still in flight; they will fail")
         finally:
-            self._b.call_all("torpor_close", urgent=urgent)
+            self._b.call_all("torpor_close", urgent=self._abort)
+            self._close_done.set()
 
     def __enter__(self) -> Manager:
         return self
@@ -741,22 +803,28 @@ class Manager:
             log.debug("closing a dropped manager failed", exc_info=True)
 
 
-def _close_quietly(backend: object) -> None:
-    """A failed open releases what the backend holds."""
-    close = getattr(backend, "torpor_close", None)
-    if callable(close):
-        try:
-            close(urgent=True)
-        except Exception:
-            log.warning("closing backend %r after a failed open failed", backend, exc_info=True)
+def _weakly(method: Callable[..., T]) -> Callable[..., T]:
+    """A bound method that does not keep its object alive."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> T:
+        bound = ref()
+        if bound is None:
+            raise ManagerClosed("the manager was garbage-collected")
+        return bound(*args)
+
+    return call
+
+
+_MAX_MS: Final = 2**62  # stored as a 64-bit integer; ~146 million years
 
 
 def _timeout(value: object, argument: str = "timeout_ms") -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_MS:
         raise InvalidArgument(
-            f"{argument} must be None or a whole number of ms >= 0, not {value!r}",
+            f"{argument} must be None or a whole number of ms below 2**62, not {value!r}",
             argument=argument,
         )
     return value

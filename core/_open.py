@@ -28,8 +28,19 @@ def open(
     mixes manager options (``default_timeout_ms``, ``hibernate_after_ms``, ...) and the
     backend's own options (``path`` for lmdb, ...).  ``clock`` returns milliseconds.
     """
-    if backend is None or isinstance(backend, str):
-        resolved = resolve(backend, config, options)
+    from_registry = backend is None or isinstance(backend, str)
+    resolved = resolve(backend if from_registry else None, config, options)  # type: ignore[arg-type]
+    if not from_registry and any(k not in resolved.manager for k in options):
+        extra = sorted(k for k in options if k not in resolved.manager)
+        raise ConfigError(
+            f"options {extra} are backend options; pass them to the backend object you built"
+        )
+    _check_clock(clock)
+    # Everything that can fail without side effects comes before the backend is built.
+    plugins = tuple(
+        load_plugin(p) if isinstance(p, str) else p for p in resolved.manager["plugins"]
+    )
+    if from_registry:
         factory = load_backend_factory(resolved.backend)
         try:
             instance = factory(**resolved.backend_options)
@@ -39,18 +50,23 @@ def open(
             raise ConfigError(f"backend {resolved.backend!r}: {exc}") from None
         name = resolved.backend
     else:
-        resolved = resolve(None, config, options)
-        if any(k not in resolved.manager for k in options):
-            extra = sorted(k for k in options if k not in resolved.manager)
-            raise ConfigError(
-                f"options {extra} are backend options; pass them to the backend object you built"
-            )
         instance = backend
         name = str(getattr(backend, "name", type(backend).__name__))
-    plugins = tuple(
-        load_plugin(p) if isinstance(p, str) else p for p in resolved.manager["plugins"]
-    )
     return Manager(instance, name=name, options=resolved.manager, clock=clock, plugins=plugins)
+
+
+def _check_clock(clock: object) -> None:
+    """A clock returns whole milliseconds: refuse one that does not, at open."""
+    if clock is None:
+        return
+    if not callable(clock):
+        raise ConfigError(f"clock must be a callable returning ms, not {type(clock).__name__}")
+    now = clock()
+    if isinstance(now, bool) or not isinstance(now, int):
+        raise ConfigError(
+            f"clock() must return whole milliseconds as an int, not {type(now).__name__} "
+            "(e.g. lambda: time.time_ns() // 1_000_000)"
+        )
 
 
 def check_backend_options(

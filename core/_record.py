@@ -85,6 +85,14 @@ class Record(NamedTuple):
     def is_expired(self, now: int) -> bool:
         return self.timeout_ms is not None and now - self.last_accessed > self.timeout_ms
 
+    def check(self, limit: int) -> None:
+        """``SerializationError`` unless the data decodes (within ``limit`` when
+        hibernated).  Free for live data; a msgpack decode for an encoded payload."""
+        if self.payload is not None:
+            what = f"stored data of session {self.id!r}"
+            raw = codec.decompress(self.payload, limit, what) if self.hibernated else self.payload
+            codec.decode_data(raw, what)
+
     def to_session(self, limit: int) -> Session:
         """A ``Session`` whose data shares nothing with this record.  ``limit`` bounds
         what a hibernated payload may inflate to (``max_session_bytes``)."""

@@ -65,8 +65,12 @@ class Sweeper:
                 self._passes_cond.wait(remaining)
         return True
 
+    def hurry(self) -> None:
+        """Interrupt the running pass at the next session (an urgent close)."""
+        self._urgent = True
+
     def stop(self, *, urgent: bool) -> None:
-        self._urgent = urgent
+        self._urgent = self._urgent or urgent
         self._stopping = True
         self._wake.set()
         if threading.current_thread() is not self._thread:  # a manager freed by its own pass

@@ -6,8 +6,9 @@ each one with the same pure decision the manager uses (``torpor._decisions``).  
 look at a stop flag before every session, which is how ``close(urgent=True)``
 overtakes a sweep over a million sessions without waiting for it.
 
-A damaged record never stops a pass: it is skipped, logged once, and the index is
-asked for that many more candidates next time, so the pass pages past it.
+A damaged record (its data included: a pass never compresses or removes what it
+cannot read) never stops a pass: it is skipped, logged once, and the index is asked
+for that many more candidates next time, so the pass pages past it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torpor import codec
 from torpor._binding import Binding
 from torpor._decisions import decide_expire, decide_hibernate
 from torpor._events import EventKind
-from torpor._iteration import DamageLog, as_record, walk
+from torpor._iteration import DamageLog, intact, walk
 from torpor._record import Record
 from torpor.errors import SerializationError
 
@@ -51,7 +52,9 @@ class Sweeps:
         emit: Emit,
         damage: DamageLog,
         removed: Removed,
+        limit: int,
     ) -> None:
+        self._limit = limit
         self._b = binding
         self._batch = batch_size
         self._emit = emit
@@ -107,7 +110,7 @@ class Sweeps:
             if stop():
                 raise _Stop
             try:
-                record = as_record(current, sid)
+                record = intact(current, sid, self._limit)
             except SerializationError as exc:
                 if sid not in damaged:
                     damaged.add(sid)
@@ -157,7 +160,7 @@ class Sweeps:
                 if len(ids) < limit:
                     return
             return
-        for records, _skipped in walk(self._b, self._batch, self._damage):
+        for records, _skipped in walk(self._b, self._batch, self._damage, self._limit):
             if stop():
                 return
             ids = [r.id for r in records if wanted(r)]

@@ -57,6 +57,7 @@ __all__ = [
 MAGIC: Final = b"TP"
 FORMAT_VERSION: Final = 2
 _READABLE_VERSIONS: Final = (1, 2)
+_INT_LIMIT: Final = 2**62  # stored times, timeouts and versions stay well inside int64
 MAX_DEPTH: Final = 256
 """How deeply session data and messages may nest (containers inside containers).
 Deeper data, and data that contains itself, is a ``SerializationError``."""
@@ -259,7 +260,10 @@ def decode_envelope(blob: bytes) -> tuple[EnvelopeMeta, bytes, bool]:
         and type(accessed) is int
         and (timeout is None or (type(timeout) is int and timeout >= 0))
         and type(version_) is int
-        and version_ >= 1
+        and 1 <= version_ < _INT_LIMIT
+        and abs(created) < _INT_LIMIT
+        and abs(accessed) < _INT_LIMIT
+        and (timeout is None or timeout < _INT_LIMIT)
         and type(hibernated) is bool
         and type(incarnation) is int
         and type(payload) is bytes

@@ -167,7 +167,9 @@ def torpor_open(clock: Clock, options: Mapping[str, Any]) -> None:
 
 @hookspec
 def torpor_close(urgent: bool) -> None:
-    """Release every resource.  Called once, after the sweeper has stopped.
+    """Release every resource.  Called once, after the calls in flight and the sweeper
+    have finished (or, for an urgent close, been interrupted: a transaction still
+    running then fails instead of committing).
 
     Optional.  With ``urgent`` the backend should not wait for anything it can drop
     safely (a flush it would otherwise force, a connection pool drain); writes it has
