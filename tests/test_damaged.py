@@ -214,3 +214,34 @@ def test_any_damage_to_a_blob_is_a_serialization_error_or_a_valid_record(
         record.to_session(1 << 20)
     except SerializationError:
         pass  # the one error a damaged record may give
+
+
+def test_a_value_of_another_type_is_damage_not_a_stopped_store(clock: torpor.ManualClock) -> None:
+    backend = MinimalBackend()
+    with torpor.open(backend, clock=clock, sweeper=False) as mgr:
+        mgr.create({}, session_id="doomed", timeout_ms=10)
+        backend.blobs["odd"] = "a str, not bytes"  # type: ignore[assignment]
+        clock.advance(11)
+        assert list(mgr.ids()) == [] and mgr.stats().damaged == 1
+        assert mgr.cleanup_expired() == 1  # the sweep went past it
+        with pytest.raises(SerializationError, match="odd"):
+            mgr.get("odd")
+        assert mgr.delete("odd") and "odd" not in backend.blobs
+
+
+class BytesKeys(MinimalBackend):
+    """Gives every key back as bytes, valid UTF-8 or not."""
+
+    def torpor_ids(self) -> list[str | bytes]:
+        return [k.encode("utf-8") if isinstance(k, str) else k for k in super().torpor_ids()]
+
+
+def test_keys_given_as_utf8_bytes_are_read_as_ids(clock: torpor.ManualClock) -> None:
+    backend = BytesKeys()
+    with torpor.open(backend, clock=clock, sweeper=False) as mgr:
+        s = mgr.create({"a": 1}, name="日本語", timeout_ms=10)
+        backend.blobs[b"\xff\xfe"] = b"TP"  # type: ignore[index]
+        assert list(mgr.ids()) == [s.id] and len(mgr) == 1
+        assert mgr.list_utf8_ids() == [s.id]
+        clock.advance(11)
+        assert mgr.cleanup_expired() == 1

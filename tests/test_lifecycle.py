@@ -136,3 +136,80 @@ def test_iteration_after_close_is_refused_at_the_next_batch() -> None:
     mgr.close()
     with pytest.raises(ManagerClosed):
         list(walk)
+
+
+class Persisting(Closing):
+    """Records writes that arrive after torpor_close (they would be lost)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.after_close: list[str] = []
+
+    def torpor_store(self, record: torpor.Record) -> None:
+        if self.closes:
+            self.after_close.append(record.id)
+        super().torpor_store(record)
+
+
+def test_an_urgent_close_never_acknowledges_a_write_it_stopped_waiting_for() -> None:
+    backend = Persisting()
+    mgr = torpor.open(backend, sweeper=False)
+    mgr.create({"n": 0}, session_id="s")
+    entered, go = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def slow(d: dict[str, int]) -> dict[str, int]:
+        entered.set()
+        go.wait(30)  # still running when the urgent close gives up waiting
+        return {"n": 1}
+
+    def work() -> None:
+        try:
+            outcome.append(mgr.update("s", slow))
+        except Exception as exc:  # handed to the assertion
+            outcome.append(exc)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert entered.wait(30)
+    mgr.close(urgent=True)
+    assert backend.closes == 1
+    go.set()
+    worker.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], ManagerClosed), outcome
+    assert backend.after_close == []  # not written, and not acknowledged either
+
+
+def test_an_urgent_close_overtakes_an_orderly_one_and_returns_when_closed() -> None:
+    backend = Persisting()
+    mgr = torpor.open(backend, sweeper=False)
+    mgr.create({}, session_id="s")
+    entered, go = threading.Event(), threading.Event()
+
+    def held(d: dict[str, object]) -> dict[str, object]:
+        entered.set()
+        go.wait(30)
+        return d
+
+    worker = threading.Thread(target=lambda: pytest.raises(ManagerClosed, mgr.update, "s", held))
+    worker.start()
+    assert entered.wait(30)
+    orderly = threading.Thread(target=mgr.close)  # waits (up to 30 s) for the update
+    orderly.start()
+    while not mgr.closed:
+        threading.Event().wait(0.001)
+    mgr.close(urgent=True)  # must not return before the store is really closed
+    assert backend.closes == 1
+    orderly.join(30)
+    go.set()
+    worker.join(30)
+    assert not orderly.is_alive() and not worker.is_alive()
+
+
+def test_a_clock_must_return_whole_milliseconds() -> None:
+    import time
+
+    with pytest.raises(ConfigError, match="int"):
+        torpor.open(clock=lambda: time.time() * 1000)
+    with pytest.raises(ConfigError, match="callable"):
+        torpor.open(clock=12345)  # type: ignore[arg-type]

@@ -227,3 +227,21 @@ def test_a_name_registered_twice_warns_once(site: Path) -> None:
     about_twin = [str(w.message) for w in caught if "'twin'" in str(w.message)]
     assert len(about_twin) == 1, about_twin
     assert "dist_a" in about_twin[0] and "dist_b" in about_twin[0]
+
+
+def test_an_open_that_fails_on_its_plugins_builds_no_backend(site: Path) -> None:
+    # Everything that can fail without side effects is checked before the factory runs:
+    # a backend built and then abandoned would leak (an LMDB environment, a pool).
+    make_dist(
+        site,
+        "counting_dist",
+        "tp_counting",
+        "built = []\ndef factory(**options):\n    built.append(options)\n"
+        "    raise AssertionError('must not be built')\n",
+        {"torpor.backends": {"counting": "tp_counting:factory"}},
+    )
+    with pytest.raises(torpor.BackendNotFound, match="no-such-plugin"):
+        torpor.open("counting", plugins=["no-such-plugin"])
+    import tp_counting  # type: ignore[import-not-found]
+
+    assert tp_counting.built == []

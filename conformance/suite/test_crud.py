@@ -209,6 +209,7 @@ def test_calling_the_manager_from_update_is_refused_at_once(kit: Kit) -> None:
         lambda: mgr.get(b.id),
         lambda: mgr.update(b.id, lambda d: d),
         lambda: len(mgr),
+        mgr.close,  # would otherwise wait for the update that calls it
     ):
 
         def fn(d: dict[str, object], call: object = call) -> dict[str, object]:
@@ -218,7 +219,7 @@ def test_calling_the_manager_from_update_is_refused_at_once(kit: Kit) -> None:
         with pytest.raises(torpor.ReentrantCall):
             mgr.update(a.id, fn)
     assert mgr.peek(a.id).data == {"n": 1}  # type: ignore[union-attr]
-    assert mgr.get(b.id) is not None  # nothing is left locked
+    assert mgr.get(b.id) is not None and not mgr.closed  # nothing is left locked
 
 
 @pytest.mark.parametrize(
@@ -233,6 +234,8 @@ def test_calling_the_manager_from_update_is_refused_at_once(kit: Kit) -> None:
         (lambda m, s: m.set_timeout(s, -5), "timeout_ms"),
         (lambda m, s: m.set_timeout(s, 1.5), "timeout_ms"),
         (lambda m, s: m.create({}, timeout_ms=float("inf")), "timeout_ms"),
+        (lambda m, s: m.create({}, timeout_ms=2**62), "timeout_ms"),
+        (lambda m, s: m.update(s, None), "fn"),
         (lambda m, s: list(m.ids(batch_size=0)), "batch_size"),
         (lambda m, s: m.find(), "criteria"),
     ],

@@ -133,6 +133,44 @@ class _SlowEngine:
         return (yield from self._slowly())
 
 
+class _Pause:
+    """An extension plugin that holds one chosen thread right after its next fetch,
+    until the test releases it: a race replayed in a chosen order, no sleeping."""
+
+    def __init__(self) -> None:
+        self.thread: int | None = None
+        self.paused = threading.Event()
+        self.release = threading.Event()
+
+    def _hold(self) -> Generator[None, object, object]:
+        result = yield
+        if threading.get_ident() == self.thread:
+            self.thread = None
+            self.paused.set()
+            self.release.wait(30)
+        return result
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_fetch(self, session_id: str) -> Generator[None, object, object]:
+        return (yield from self._hold())
+
+    def run_held(self, body: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+        """Run ``body`` in a thread that is held after its first fetch."""
+        outcome: list[object] = []
+
+        def run() -> None:
+            self.thread = threading.get_ident()
+            try:
+                outcome.append(body())
+            except Exception as exc:  # handed to the test
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert self.paused.wait(30), "the held call never reached the backend"
+        return thread, outcome
+
+
 def _race(*bodies: Callable[[], object]) -> None:
     start = threading.Barrier(len(bodies))
     errors: list[BaseException] = []
@@ -222,5 +260,46 @@ def test_close_wakes_a_blocked_consumer_with_manager_closed(kit: Kit) -> None:
     assert not thread.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], torpor.ManagerClosed), outcome
 
+
+def test_a_late_receiver_of_an_old_session_leaves_the_new_ones_mail_alone(kit: Kit) -> None:
+    pause = _Pause()
+    mgr = kit.open(plugins=[pause])
+    mgr.create({}, session_id="s")
+    # The receiver has seen the first session alive, and is held there...
+    thread, outcome = pause.run_held(lambda: mgr.receive("s", timeout=0))
+    mgr.delete("s")  # ...while the id is deleted, created again and sent to.
+    mgr.create({}, session_id="s")
+    mgr.send("s", "for-the-new-session")
+    pause.release.set()
+    thread.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], torpor.SessionNotFound), outcome
+    assert mgr.pending("s") == 1
+    assert mgr.receive("s") == ["for-the-new-session"]
+
+
+def test_a_waiter_learns_of_a_cancel_even_if_the_id_is_reused_at_once(kit: Kit) -> None:
+    # The id is created again and sent to while the cancel is still finishing: the
+    # waiter on the cancelled session must still hear "cancelled", the new one's mail
+    # must stay.
+    mgr = kit.open(plugins=[_SlowEngine()])
+    with _busy_switching():
+        for round_ in range(40):
+            s = mgr.create({}, session_id="c")
+            waiter, caught = blocked_consumer(mgr, s.id)
+
+            def reuse(round_: int = round_) -> None:
+                while True:
+                    try:
+                        mgr.create({}, session_id="c")
+                        break
+                    except torpor.SessionExists:
+                        continue
+                mgr.send("c", round_)
+
+            _race(lambda: mgr.cancel("c"), reuse)
+            waiter.join(30)
+            assert len(caught) == 1 and isinstance(caught[0], torpor.SessionCancelled), caught
+            assert mgr.receive("c", max_messages=5) == [round_]
+            mgr.delete("c")
 
 kit_module(globals(), "mailbox")
