@@ -191,7 +191,15 @@ def test_an_urgent_close_overtakes_an_orderly_one_and_returns_when_closed() -> N
         go.wait(30)
         return d
 
-    worker = threading.Thread(target=lambda: pytest.raises(ManagerClosed, mgr.update, "s", held))
+    outcome: list[object] = []
+
+    def work() -> None:
+        try:
+            outcome.append(mgr.update("s", held))
+        except ManagerClosed as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=work)
     worker.start()
     assert entered.wait(30)
     orderly = threading.Thread(target=mgr.close)  # waits (up to 30 s) for the update
@@ -204,6 +212,7 @@ def test_an_urgent_close_overtakes_an_orderly_one_and_returns_when_closed() -> N
     go.set()
     worker.join(30)
     assert not orderly.is_alive() and not worker.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], ManagerClosed), outcome
 
 
 def test_a_clock_must_return_whole_milliseconds() -> None:
