@@ -302,4 +302,5 @@ def test_a_waiter_learns_of_a_cancel_even_if_the_id_is_reused_at_once(kit: Kit) 
             assert mgr.receive("c", max_messages=5) == [round_]
             mgr.delete("c")
 
+
 kit_module(globals(), "mailbox")
