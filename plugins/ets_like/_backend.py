@@ -62,8 +62,8 @@ class EtsLikeBackend:
         with self._lock:
             self._entries.clear()
             self._order = SeqIndex()
-            self._idle = TimeIndex(self._idle._width)
-            self._expiry = TimeIndex(self._expiry._width)
+            self._idle = TimeIndex(self._idle.width)
+            self._expiry = TimeIndex(self._expiry.width)
             self._memory = self._hibernated = 0
 
     # -- required data hooks -------------------------------------------------------
