@@ -695,7 +695,16 @@ class Manager:
         wait = _seconds(timeout)
         record = self._require_live(sid)
         raw = self._mailbox.receive(sid, record.incarnation, max_messages, wait)
-        return [codec.decode_value(m, f"a message for session {sid!r}") for m in raw]
+        return list(self._decoded_messages(sid, raw))
+
+    def _decoded_messages(self, sid: str, raw: list[bytes]) -> Iterator[Any]:
+        """Taken messages are gone from the mailbox: one that does not decode (damaged
+        storage) is logged and skipped, never allowed to lose the others with it."""
+        for message in raw:
+            try:
+                yield codec.decode_value(message, f"a message for session {sid!r}")
+            except SerializationError as exc:
+                log.error("dropping a damaged message: %s", exc)
 
     @_gated
     def pending(self, session_id: SessionId) -> int:

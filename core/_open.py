@@ -7,6 +7,7 @@ from typing import Any
 
 from torpor._clock import Clock
 from torpor._config import resolve
+from torpor._lifecycle import CallGate
 from torpor._manager import Manager
 from torpor._registry import load_backend_factory, load_plugin
 from torpor.errors import ConfigError, TorporError
@@ -28,6 +29,7 @@ def open(
     mixes manager options (``default_timeout_ms``, ``hibernate_after_ms``, ...) and the
     backend's own options (``path`` for lmdb, ...).  ``clock`` returns milliseconds.
     """
+    CallGate.refuse_reentry()  # opening storage from inside an update function deadlocks
     from_registry = backend is None or isinstance(backend, str)
     resolved = resolve(backend if from_registry else None, config, options)  # type: ignore[arg-type]
     if not from_registry and any(k not in resolved.manager for k in options):

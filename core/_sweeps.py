@@ -7,8 +7,9 @@ look at a stop flag before every session, which is how ``close(urgent=True)``
 overtakes a sweep over a million sessions without waiting for it.
 
 A damaged record (its data included: a pass never compresses or removes what it
-cannot read) never stops a pass: it is skipped, logged once, and the index is asked
-for that many more candidates next time, so the pass pages past it.
+cannot read) never stops a pass: it is skipped and logged once.  Neither does a stale
+index entry (a candidate that no longer qualifies): the index is asked for as many
+more candidates next time as the pass has passed over, so it pages past them.
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ class Sweeps:
     ) -> Iterator[list[tuple[Record, Any]]]:
         """Convert the candidates batch by batch; yield each committed batch's
         ``(old record, change)`` pairs (never empty)."""
-        damaged: set[str] = set()
+        # Candidates an index offered that were damaged, or stale (the record no longer
+        # qualifies): the index is asked past them, so a front of stale entries larger
+        # than a batch never stops the pass.
+        passed: set[str] = set()
         # Each id's *last* decision counts: a backend that retries a batch calls fn
         # again, and an urgent stop aborts a native batch whole.
         decided: dict[str, tuple[Record, Any]] = {}
@@ -112,32 +116,33 @@ class Sweeps:
             try:
                 record = intact(current, sid, self._limit)
             except SerializationError as exc:
-                if sid not in damaged:
-                    damaged.add(sid)
+                if sid not in passed:
                     self._damage.note(sid, str(exc))
+                passed.add(sid)
                 return None
             change = decide(record)
-            if change is not None:
+            if change is None:
+                passed.add(sid)
+            else:
                 assert record is not None
                 decided[sid] = (record, change)
             return change
 
-        for batch in self._candidates(index, bound, wanted, stop, damaged):
+        for batch in self._candidates(index, bound, wanted, stop, passed):
             decided.clear()
-            known_damaged = len(damaged)
             try:
                 self._b.transact_batch(batch, fn)
             except _Stop:
                 result.interrupted = True
                 if self._b.native_batch:
                     decided.clear()  # the whole transaction was rolled back
+            for sid in decided:
+                passed.discard(sid)  # a retry's earlier "no" was overruled
             if decided:
                 result.count += len(decided)
                 yield list(decided.values())
             if result.interrupted:
                 return
-            if index is not None and not decided and len(damaged) == known_damaged:
-                return  # the index offered nothing convertible: it is stale, stop here
 
     def _candidates(
         self,
@@ -145,15 +150,15 @@ class Sweeps:
         bound: int,
         wanted: Callable[[Record], bool],
         stop: StopFlag,
-        damaged: set[str],
+        passed: set[str],
     ) -> Iterator[Sequence[str]]:
-        """Batches of candidate ids: from the backend's index (asking past the damaged
-        ones already met), else from the walk."""
+        """Batches of candidate ids: from the backend's index (asking past the ones
+        already passed over), else from the walk."""
         if index is not None:
             while not stop():
-                limit = self._batch + len(damaged)
+                limit = self._batch + len(passed)
                 ids = index(bound, limit)
-                fresh = [sid for sid in ids if sid not in damaged]
+                fresh = [sid for sid in ids if sid not in passed]
                 if not fresh:
                     return
                 yield fresh

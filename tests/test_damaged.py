@@ -245,3 +245,49 @@ def test_keys_given_as_utf8_bytes_are_read_as_ids(clock: torpor.ManualClock) -> 
         assert mgr.list_utf8_ids() == [s.id]
         clock.advance(11)
         assert mgr.cleanup_expired() == 1
+
+
+class StaleExpiryIndex(MinimalBackend):
+    """An expiry index whose first 1,500 answers are stale: sessions that no longer
+    qualify (or no longer exist), as an index a crash left behind would give."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stale = [f"stale-{i:04}" for i in range(1500)]
+
+    def torpor_capabilities(self) -> list[torpor.Capability]:
+        return [torpor.Capability.NATIVE_EXPIRY]
+
+    def torpor_expired_ids(self, now_ms: int, limit: int) -> list[str]:
+        expired = [
+            k
+            for k, blob in self.blobs.items()
+            if (r := Record.from_blob(blob)).timeout_ms is not None
+            and now_ms - r.last_accessed > r.timeout_ms
+        ]
+        return (self.stale + sorted(expired))[:limit]
+
+
+def test_a_front_of_stale_index_entries_never_stops_a_sweep(clock: torpor.ManualClock) -> None:
+    backend = StaleExpiryIndex()
+    with torpor.open(backend, clock=clock, sweeper=False, sweep_batch_size=100) as mgr:
+        for i in range(1000):
+            mgr.create({}, session_id=f"fresh-{i}", timeout_ms=None)  # never expire
+        backend.stale += [f"fresh-{i}" for i in range(1000)]  # offered, never qualifying
+        for i in range(50):
+            mgr.create({}, session_id=f"old-{i}", timeout_ms=10)
+        clock.advance(11)
+        assert mgr.cleanup_expired() == 50
+        assert mgr.stats().expired_pending == 0
+
+
+def test_a_damaged_message_never_loses_the_others_taken_with_it(
+    mgr: torpor.Manager, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = mgr.create({})
+    mgr.send(s.id, "first")
+    mgr._mailbox.send(s.id, s.incarnation, b"\xc1", False)  # damaged bytes in the queue
+    mgr.send(s.id, "third")
+    with caplog.at_level(logging.ERROR, logger="torpor"):
+        assert mgr.receive(s.id, max_messages=10) == ["first", "third"]
+    assert "damaged message" in caplog.text and mgr.pending(s.id) == 0

@@ -210,6 +210,7 @@ def test_calling_the_manager_from_update_is_refused_at_once(kit: Kit) -> None:
         lambda: mgr.update(b.id, lambda d: d),
         lambda: len(mgr),
         mgr.close,  # would otherwise wait for the update that calls it
+        kit.open,  # a second manager on the same storage: an engine lock held by fn
     ):
 
         def fn(d: dict[str, object], call: object = call) -> dict[str, object]:
