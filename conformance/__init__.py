@@ -23,9 +23,26 @@ as JSON.
 from pathlib import Path
 
 from torpor.conformance._areas import AREAS, Area
-from torpor.conformance._kit import STEP_MS, Kit
+from torpor.conformance._kit import (
+    MODEL_EXAMPLES,
+    STEP_MS,
+    Kit,
+    expect_raises,
+    expect_returns,
+)
 from torpor.conformance._target import STORAGE, Target
 
 SUITE_DIR = Path(__file__).resolve().parent / "suite"
 
-__all__ = ["AREAS", "STEP_MS", "STORAGE", "SUITE_DIR", "Area", "Kit", "Target"]
+__all__ = [
+    "AREAS",
+    "MODEL_EXAMPLES",
+    "STEP_MS",
+    "STORAGE",
+    "SUITE_DIR",
+    "Area",
+    "Kit",
+    "Target",
+    "expect_raises",
+    "expect_returns",
+]

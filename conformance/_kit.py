@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torpor
 from torpor import Capability
 from torpor.conformance._target import Target
 
-__all__ = ["STEP_MS", "Kit", "blocked_consumer", "wait_for_waiter", "walk_peak_bytes"]
+__all__ = [
+    "MODEL_EXAMPLES",
+    "STEP_MS",
+    "Kit",
+    "blocked_consumer",
+    "expect_raises",
+    "expect_returns",
+    "wait_for_waiter",
+    "walk_peak_bytes",
+]
+
+_E = TypeVar("_E", bound=BaseException)
+
+MODEL_EXAMPLES = 25
+"""Examples the state machine runs by default: about 1 s over the kit's start-up on
+ets_like or lmdb (2-core machine); ``docs/plugin-authors.md`` ("Longer runs") gives
+what larger counts cost."""
 
 STEP_MS = 10_000
 """The kit's unit of time.  Tests that rely on ``get`` refreshing ``last_accessed``
@@ -138,6 +156,77 @@ def blocked_consumer(
     thread.start()
     wait_for_waiter(mgr, session_id)
     return thread, outcome
+
+
+def expect_raises(
+    expected: type[_E],
+    call: Callable[..., Any],
+    /,
+    *args: Any,
+    what: str | None = None,
+    match: str | None = None,
+    **kwargs: Any,
+) -> _E:
+    """Call ``call(*args, **kwargs)``, which must raise ``expected`` (with a message
+    that ``match``, a regular expression, finds if given); return the exception.
+
+    Otherwise raise ``AssertionError`` naming the call and what it did instead::
+
+        mgr.save(copy read before the delete) returned Session(id='s', ...);
+        expected it to raise SessionNotFound
+
+    ``what`` names the call in that message (needed for a ``lambda``; by default the
+    function and its arguments).  One call per check: unlike a ``pytest.raises``
+    block around several calls, a failure always says which call it was.
+    """
+    label = what or _describe_call(call, args, kwargs)
+    try:
+        value = call(*args, **kwargs)
+    except expected as exc:
+        if match is not None and not re.search(match, str(exc)):
+            raise AssertionError(
+                f"{label} raised {type(exc).__name__}: {exc}; expected a message matching {match!r}"
+            ) from exc
+        return exc
+    except Exception as exc:
+        raise AssertionError(
+            f"{label} raised {type(exc).__name__}: {exc}; expected it to raise {expected.__name__}"
+        ) from exc
+    raise AssertionError(
+        f"{label} returned {_short(value)}; expected it to raise {expected.__name__}"
+    )
+
+
+def expect_returns(
+    expected: Any, call: Callable[..., Any], /, *args: Any, what: str | None = None, **kwargs: Any
+) -> Any:
+    """Call ``call(*args, **kwargs)``, which must return a value equal to ``expected``;
+    return that value.  Otherwise raise ``AssertionError`` naming the call (``what``, as
+    for :func:`expect_raises`) and what it returned or raised instead."""
+    label = what or _describe_call(call, args, kwargs)
+    try:
+        value = call(*args, **kwargs)
+    except Exception as exc:
+        raise AssertionError(
+            f"{label} raised {type(exc).__name__}: {exc}; expected it to return {_short(expected)}"
+        ) from exc
+    if value != expected:
+        raise AssertionError(f"{label} returned {_short(value)}; expected {_short(expected)}")
+    return value
+
+
+def _describe_call(call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    owner = getattr(call, "__self__", None)
+    name = getattr(call, "__name__", None) or repr(call)
+    if owner is not None and not isinstance(owner, type):
+        name = f"{type(owner).__name__}.{name}"
+    params = [_short(a, 60) for a in args] + [f"{k}={_short(v, 60)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(params)})"
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def claims(mgr: torpor.Manager, *capabilities: Capability) -> bool:

@@ -22,11 +22,16 @@ class Matrix:
     capabilities: frozenset[Capability] | None = None
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     failures: dict[str, list[str]] = field(default_factory=dict)
+    skips: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Per area, each skipped test (its name, parameters included) and the reason."""
 
-    def record(self, area: str, outcome: str, test: str) -> None:
+    def record(self, area: str, outcome: str, test: str, *, reason: str | None = None) -> None:
         self.counts.setdefault(area, Counter())[outcome] += 1
         if outcome == "failed":
             self.failures.setdefault(area, []).append(test)
+        elif outcome == "skipped":
+            name = test.rsplit("::", 1)[-1]
+            self.skips.setdefault(area, []).append((name, reason or "no reason given"))
 
     def mode(self, area: str) -> str:
         spec = AREAS[area]
@@ -54,6 +59,11 @@ class Matrix:
         return [
             {"area": a, "status": self.status(a), "mode": self.mode(a)}
             | {o: self.counts.get(a, Counter())[o] for o in OUTCOMES}
+            | {
+                "skipped_tests": [
+                    {"test": test, "reason": reason} for test, reason in self.skips.get(a, [])
+                ]
+            }
             for a in AREAS
             if a in self.counts
         ]
@@ -66,6 +76,12 @@ class Matrix:
                 f"{row['area']:<13}{row['status']:<10}{row['mode']:<10}"
                 + "".join(f"{row[o]:>9}" for o in OUTCOMES)
             )
+        skipped = [(a, test, reason) for a in AREAS for test, reason in self.skips.get(a, [])]
+        if skipped:
+            lines.append(f"SKIPPED ({len(skipped)}):")
+            width = max(len(test) for _, test, _ in skipped)
+            for area, test, reason in skipped:
+                lines.append(f"  {area:<13}{test:<{width}}  {reason}")
         if self.failing_areas:
             lines.append(f"FAILING AREAS: {', '.join(self.failing_areas)}")
             for area in self.failing_areas:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import torpor
-from torpor import load_backend_factory
+from torpor import FactoryMetadata, describe_factory, load_backend_factory
 
-__all__ = ["STORAGE", "Target"]
+__all__ = ["STORAGE", "Target", "fixed_storage_message"]
 
 STORAGE = "{storage}"
 """Placeholder in an option value, replaced by the test's own fresh storage folder."""
@@ -24,7 +24,11 @@ class Target:
 
     Give ``backend`` (an entry-point name, or ``"package.module:factory"``) with
     ``options`` for the factory; ``{storage}`` in an option value becomes a fresh
-    folder per test, and the *same* folder when a test reopens the backend.  Or give
+    folder per test, and the *same* folder when a test reopens the backend.  Options
+    the factory declares as storage locations (its ``storage_options`` metadata, see
+    :func:`torpor.describe_factory`) default to ``{storage}/<declared name>``, so most
+    backends need no options at all; a fixed value for one (no ``{storage}`` in it)
+    is refused, because tests would share one store.  Or give
     ``build``, a callable ``build(storage: Path) -> backend object``; tests that need a
     second process then skip, because a callable cannot be sent to one.
 
@@ -55,8 +59,39 @@ class Target:
         if self.build is not None:
             return self.build(storage)
         assert self.backend is not None
-        options = {k: _substitute(v, storage) for k, v in self.options.items()}
-        return resolve_factory(self.backend)(**options)
+        factory = resolve_factory(self.backend)
+        options = {**self._storage_defaults(factory), **self.options}
+        return factory(**{k: _substitute(v, storage) for k, v in options.items()})
+
+    def factory_metadata(self) -> FactoryMetadata | None:
+        """The factory's static metadata (``None`` for a ``build=`` target); the
+        factory is loaded, never called.  ``ConfigError`` if it is malformed."""
+        if self.backend is None:
+            return None
+        return describe_factory(resolve_factory(self.backend), name=self.backend)
+
+    def storage_options(self) -> dict[str, str]:
+        """Each declared storage option and the value the kit gives it by default,
+        ``{storage}/<declared name>``."""
+        metadata = self.factory_metadata()
+        if metadata is None:
+            return {}
+        return {option: f"{STORAGE}/{name}" for option, name in metadata.storage_options.items()}
+
+    def fixed_storage(self) -> dict[str, str]:
+        """Declared storage options given a value without ``{storage}`` (which would
+        make every test share one store), each with the value to use instead."""
+        defaults = self.storage_options()
+        return {
+            option: default
+            for option, default in defaults.items()
+            if option in self.options
+            and not (isinstance(self.options[option], str) and STORAGE in self.options[option])
+        }
+
+    def _storage_defaults(self, factory: Callable[..., object]) -> dict[str, str]:
+        declared = describe_factory(factory, name=self.backend).storage_options
+        return {option: f"{STORAGE}/{name}" for option, name in declared.items()}
 
     def declared_deviations(self, backend: object) -> dict[str, str]:
         """The target's deviations plus those the backend object declares as data
@@ -80,11 +115,31 @@ def resolve_factory(ref: str) -> Callable[..., object]:
     """``"module:attr"`` imports the attribute; anything else is an entry-point name."""
     if ":" in ref:
         module, _, attr = ref.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise torpor.BackendNotFound(
+                f"cannot load the backend factory {ref!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not callable(obj):
+            raise torpor.BackendNotFound(f"{ref!r} is not callable")
         return obj  # type: ignore[no-any-return]
     return load_backend_factory(ref)
+
+
+def fixed_storage_message(fixed: Mapping[str, str], flag: str | None) -> str:
+    """The one line that refuses fixed storage options, showing the ``{storage}`` form
+    for ``flag`` (``"--option"``, ``"--torpor-option"``, or ``None`` for ``Target``)."""
+    names = ", ".join(repr(option) for option in fixed)
+    verb = "names" if len(fixed) == 1 else "name"
+    if flag is None:
+        form = f"Target(options={dict(fixed)!r})"
+    else:
+        form = " ".join(f'{flag} "{option}={value}"' for option, value in fixed.items())
+    plural = "option" if len(fixed) == 1 else "options"
+    return f"{plural} {names} {verb} storage; each test needs its own: use {form}"
 
 
 def _substitute(value: object, storage: Path) -> object:

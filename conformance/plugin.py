@@ -6,10 +6,14 @@ Options:
                             ``package.module:factory``.  Without a path argument the
                             kit's own tests are collected.
 ``--torpor-option K=V``     a factory option (repeatable); ``{storage}`` in a value
-                            becomes the test's own storage folder.
+                            becomes the test's own storage folder.  Options the
+                            factory declares as storage (``storage_options``) need
+                            none: each test gets ``{storage}/<declared name>``; a
+                            fixed value for one is a usage error.
 ``--torpor-area AREA``      run only these areas (repeatable).
 ``--torpor-report PATH``    also write the capability matrix as JSON.
-``--torpor-examples N``     hypothesis examples for the state machine (default 25).
+``--torpor-examples N``     hypothesis examples for the state machine (default
+                            ``MODEL_EXAMPLES``, 25: a few seconds).
 
 Instead of ``--torpor-backend`` a test suite may define a ``torpor_target`` fixture
 returning a :class:`torpor.conformance.Target` and pull the tests in with
@@ -20,18 +24,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-from torpor import Capability
+from torpor import Capability, TorporError
 from torpor.conformance import SUITE_DIR
 from torpor.conformance._areas import AREAS
-from torpor.conformance._kit import Kit
+from torpor.conformance._kit import MODEL_EXAMPLES, Kit
 from torpor.conformance._report import Matrix
-from torpor.conformance._target import Target
+from torpor.conformance._target import Target, fixed_storage_message
 
 _MATRIX = pytest.StashKey[Matrix]()
 _KIT_ITEMS = pytest.StashKey[dict[str, str]]()  # nodeid -> area
+_TARGET = pytest.StashKey[Target]()  # from --torpor-backend, checked at configure
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--torpor-option", action="append", default=[], metavar="KEY=VALUE")
     group.addoption("--torpor-area", action="append", default=[], metavar="AREA")
     group.addoption("--torpor-report", default=None, metavar="PATH")
-    group.addoption("--torpor-examples", type=int, default=25, metavar="N")
+    group.addoption("--torpor-examples", type=int, default=MODEL_EXAMPLES, metavar="N")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,50 +61,93 @@ def pytest_configure(config: pytest.Config) -> None:
     if backend and config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args[:] = [str(SUITE_DIR)]
     config.stash[_MATRIX] = Matrix(backend or "(torpor_target fixture)")
+    if backend:
+        # Before any test runs: one clear line, not the same error in every test.
+        config.stash[_TARGET] = _target_from_options(config)
     config.pluginmanager.register(_Recorder(config), "torpor-conformance-recorder")
 
 
 def _target_from_options(config: pytest.Config) -> Target:
     backend = config.getoption("torpor_backend")
-    if not backend:
-        raise pytest.UsageError(
-            "the conformance kit needs a backend: pass --torpor-backend NAME, or define a "
-            "torpor_target fixture returning torpor.conformance.Target"
-        )
     options = {}
     for item in config.getoption("torpor_option"):
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise pytest.UsageError(f"--torpor-option wants KEY=VALUE, not {item!r}")
-        options[key] = value
-    return Target(backend=backend, options=options)
+        options[key.strip()] = value
+    target = Target(backend=backend, options=options)
+    try:
+        fixed = target.fixed_storage()  # loads the factory (never calls it)
+    except TorporError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if fixed:
+        raise pytest.UsageError(fixed_storage_message(fixed, "--torpor-option"))
+    return target
 
 
 @pytest.fixture(scope="session")
 def torpor_target(pytestconfig: pytest.Config) -> Target:
     """The backend under test.  Override this fixture to test your own backend."""
-    return _target_from_options(pytestconfig)
+    target = pytestconfig.stash.get(_TARGET, None)
+    if target is None:
+        raise pytest.UsageError(
+            "the conformance kit needs a backend: pass --torpor-backend NAME, or define a "
+            "torpor_target fixture returning torpor.conformance.Target"
+        )
+    return target
+
+
+def _refuse(message: str) -> NoReturn:
+    """Stop the whole run with one message: a target the kit cannot test would
+    otherwise give the same error in every test."""
+    pytest.exit(f"torpor conformance: {message}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")
 def torpor_profile(
     torpor_target: Target, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
 ) -> dict[str, object]:
-    """Opens the backend once: its capabilities and its declared deviations."""
+    """Opens the backend once: its capabilities and its declared deviations.
+
+    Refuses (stopping the run) a fixed value for a declared storage option, and a
+    factory whose static ``capabilities`` differ from what its backend claims."""
     import torpor
     from torpor.conformance.suite import KIT_TESTS
 
+    try:
+        metadata = torpor_target.factory_metadata()
+        fixed = torpor_target.fixed_storage()
+    except TorporError as exc:
+        _refuse(str(exc))
+    if fixed:
+        _refuse(fixed_storage_message(fixed, None))
     backend = torpor_target.make_backend(tmp_path_factory.mktemp("probe"))
     deviations = torpor_target.declared_deviations(backend)
     unknown = sorted(set(deviations) - set(KIT_TESTS))
     with torpor.open(backend, sweeper=False) as mgr:
         capabilities = mgr.capabilities
     if unknown:
-        raise pytest.UsageError(f"deviations name no kit test: {unknown}")
+        _refuse(f"deviations name no kit test: {unknown}")
+    declared = metadata.capabilities if metadata is not None else None
+    if declared is not None and declared != capabilities:
+        _refuse(_claims_differ(torpor_target.label, declared, capabilities))
     matrix = pytestconfig.stash[_MATRIX]
     matrix.capabilities = capabilities
     matrix.backend = torpor_target.label
     return {"capabilities": capabilities, "deviations": deviations}
+
+
+def _claims_differ(
+    label: str, declared: frozenset[Capability], claimed: frozenset[Capability]
+) -> str:
+    def names(capabilities: frozenset[Capability]) -> str:
+        return "{" + ", ".join(sorted(c.value for c in capabilities)) + "}"
+
+    return (
+        f"{label}: the factory declares capabilities {names(declared)} but the backend "
+        f"claims {names(claimed)} in torpor_capabilities(); make the factory's "
+        "`capabilities` metadata match what its backends claim"
+    )
 
 
 @pytest.fixture
@@ -197,7 +246,16 @@ class _Recorder:
             outcome = "skipped"
         else:
             outcome = "passed"
-        self._config.stash[_MATRIX].record(area, outcome, report.nodeid)
+        reason = _skip_reason(report) if outcome == "skipped" else None
+        self._config.stash[_MATRIX].record(area, outcome, report.nodeid, reason=reason)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    """The reason given to ``pytest.skip`` (or a skip marker), without pytest's
+    ``Skipped:`` prefix."""
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return text.removeprefix("Skipped: ")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -219,13 +277,15 @@ def pytest_terminal_summary(
     if not config.stash.get(_KIT_ITEMS, {}):
         return
     matrix = config.stash[_MATRIX]
+    report = config.getoption("torpor_report")
+    if report:
+        matrix.write_json(Path(report))
+    absent = matrix.failures.get("kit")
+    if not matrix.counts and not absent:
+        return  # stopped before any kit test ran (the reason is printed already)
     terminalreporter.write_sep("=", "torpor conformance")
     terminalreporter.write_line(matrix.render())
-    absent = matrix.failures.get("kit")
     if absent:
         terminalreporter.write_line(
             f"INCOMPLETE: {len(absent)} kit test(s) were not collected: {', '.join(absent[:5])}"
         )
-    report = config.getoption("torpor_report")
-    if report:
-        matrix.write_json(Path(report))

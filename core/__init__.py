@@ -20,7 +20,12 @@ from torpor._mailbox import Mailbox
 from torpor._manager import Manager, SessionId
 from torpor._open import check_backend_options, open
 from torpor._record import Record
-from torpor._registry import load_backend_factory
+from torpor._registry import (
+    FactoryMetadata,
+    backend_factory,
+    describe_factory,
+    load_backend_factory,
+)
 from torpor._session import Session
 from torpor._version import __version__
 from torpor.errors import (
@@ -56,6 +61,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "EventKind",
+    "FactoryMetadata",
     "InvalidArgument",
     "InvalidSessionId",
     "LifecycleEvent",
@@ -79,8 +85,10 @@ __all__ = [
     "TorporError",
     "UnsupportedOperation",
     "__version__",
+    "backend_factory",
     "check_backend_options",
     "codec",
+    "describe_factory",
     "errors",
     "generate_id",
     "hookimpl",

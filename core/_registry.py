@@ -7,23 +7,57 @@ exactly like third-party ones (see this project's pyproject.toml).
 Loading is lazy and per plugin: opening ``lmdb`` imports nothing of ``redis``.  Only
 listing every backend (``torpor backends``) loads them all, and a broken one then
 gives a warning naming it instead of breaking the list.
+
+Factory metadata
+================
+
+A factory may describe its backends statically, as two attributes, so that tools
+(``torpor backends``, the conformance kit) learn what they need without building a
+backend, touching storage or connecting to a server::
+
+    def create_backend(**options): ...
+
+    create_backend.capabilities = frozenset({Capability.PERSISTENT})
+    create_backend.storage_options = {"path": "sessions"}
+
+or, checked at import and typed, the decorator :func:`backend_factory`::
+
+    @torpor.backend_factory(
+        capabilities={Capability.PERSISTENT}, storage_options={"path": "sessions"}
+    )
+    def create_backend(**options): ...
+
+``capabilities``
+    an iterable of :class:`~torpor.Capability` (or their values, e.g.
+    ``"persistent"``): what every backend the factory builds claims in
+    ``torpor_capabilities``.  Leave it out if the claims depend on the options.
+``storage_options``
+    a mapping from each option that names a storage location (a folder or file that
+    one store owns) to a default name, relative, for a fresh folder: the kit gives
+    each test ``{storage}/<name>``.
+
+:func:`describe_factory` reads and checks both; both are optional.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from torpor._capabilities import Capability
 from torpor.errors import BackendNotFound, ConfigError, MissingDependency, TorporError
 
 __all__ = [
     "BACKEND_GROUP",
     "PLUGIN_GROUP",
     "BackendInfo",
+    "FactoryMetadata",
+    "backend_factory",
     "describe_backends",
+    "describe_factory",
     "load_backend_factory",
     "load_plugin",
 ]
@@ -148,3 +182,120 @@ def describe_backends() -> list[BackendInfo]:
             for ep in eps
         ]
     return infos
+
+
+CAPABILITIES_ATTRIBUTE = "capabilities"
+STORAGE_OPTIONS_ATTRIBUTE = "storage_options"
+
+
+@dataclass(frozen=True)
+class FactoryMetadata:
+    """What a backend factory declares about the backends it builds (see the module
+    docstring), read without calling it.
+
+    ``capabilities`` is ``None`` when the factory does not declare them (only an
+    instance can then tell).  ``storage_options`` maps each option naming a storage
+    location to its default name under a fresh folder (empty: none).
+    """
+
+    capabilities: frozenset[Capability] | None
+    storage_options: Mapping[str, str]
+
+
+def describe_factory(factory: Callable[..., Any], *, name: str | None = None) -> FactoryMetadata:
+    """The static metadata of ``factory``: its ``capabilities`` and ``storage_options``
+    attributes, checked.  The factory is never called.
+
+    A malformed declaration (an unknown capability, a storage option whose default is
+    not a relative name) raises ``ConfigError`` naming the factory (``name``, else its
+    module and qualified name).
+    """
+    label = name or _factory_label(factory)
+    claims = getattr(factory, CAPABILITIES_ATTRIBUTE, None)
+    capabilities: frozenset[Capability] | None = None
+    if claims is not None:
+        if isinstance(claims, str | bytes) or not _iterable(claims):
+            raise ConfigError(
+                f"backend factory {label}: {CAPABILITIES_ATTRIBUTE} must be a collection of "
+                f"torpor.Capability, not {type(claims).__name__}"
+            )
+        parsed = set()
+        for claim in claims:
+            if not isinstance(claim, str | Capability):
+                raise ConfigError(
+                    f"backend factory {label}: {CAPABILITIES_ATTRIBUTE} holds "
+                    f"{type(claim).__name__} {claim!r}, not a torpor.Capability"
+                )
+            try:
+                parsed.add(Capability.parse(claim))
+            except ValueError as exc:
+                raise ConfigError(f"backend factory {label} declares an {exc}") from None
+        capabilities = frozenset(parsed)
+    return FactoryMetadata(capabilities, _storage_options(factory, label))
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def backend_factory(
+    *,
+    capabilities: Iterable[Capability | str] | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> Callable[[_F], _F]:
+    """Decorator: declare a factory's metadata (sets the ``capabilities`` and
+    ``storage_options`` attributes) and check it at once, so that a typo fails at
+    import, with ``ConfigError``, rather than in a user's listing."""
+
+    def declare(factory: _F) -> _F:
+        if capabilities is not None:
+            setattr(factory, CAPABILITIES_ATTRIBUTE, frozenset(capabilities))
+        if storage_options is not None:
+            setattr(factory, STORAGE_OPTIONS_ATTRIBUTE, dict(storage_options))
+        describe_factory(factory)
+        return factory
+
+    return declare
+
+
+def _storage_options(factory: object, label: str) -> dict[str, str]:
+    declared = getattr(factory, STORAGE_OPTIONS_ATTRIBUTE, None)
+    if declared is None:
+        return {}
+    if not isinstance(declared, Mapping):
+        raise ConfigError(
+            f"backend factory {label}: {STORAGE_OPTIONS_ATTRIBUTE} must map option names to "
+            f"default names (e.g. {{'path': 'sessions'}}), not {type(declared).__name__}"
+        )
+    options: dict[str, str] = {}
+    for option, default in declared.items():
+        if not isinstance(option, str) or not option.isidentifier():
+            raise ConfigError(
+                f"backend factory {label}: storage option {option!r} is not an option name"
+            )
+        if (
+            not isinstance(default, str)
+            or not default
+            or default.startswith(("/", "\\"))
+            or ":" in default
+            or any(part in ("", ".", "..") for part in default.replace("\\", "/").split("/"))
+        ):
+            raise ConfigError(
+                f"backend factory {label}: the default of storage option {option!r} must be "
+                f"a relative name such as 'sessions', not {default!r}"
+            )
+        options[option] = default
+    return options
+
+
+def _iterable(value: object) -> bool:
+    try:
+        iter(value)  # type: ignore[call-overload]
+    except TypeError:
+        return False
+    return True
+
+
+def _factory_label(factory: object) -> str:
+    module = getattr(factory, "__module__", None)
+    qualname = getattr(factory, "__qualname__", None) or type(factory).__qualname__
+    return f"{module}:{qualname}" if module else str(qualname)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -15,8 +17,79 @@ def test_backends_lists_every_backend_with_its_capabilities() -> None:
     result = CliRunner().invoke(cli, ["backends"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "ets_like" in result.output and "native_hibernation" in result.output
-    # lmdb needs a folder to open: the listing probes it on a throwaway one.
+    # lmdb needs a folder to open, but the listing reads its factory's metadata.
     assert re.search(r"lmdb .*shared_mailbox", result.output), result.output
+    assert re.search(r"storage options: path", result.output), result.output
+
+
+THIRD_PARTY = """
+calls = []
+
+def factory(**options):
+    calls.append(options)
+    raise ConnectionRefusedError("the listing must not build a backend or connect")
+
+factory.capabilities = {"persistent", "native_iteration"}
+factory.storage_options = {"path": "sessions"}
+
+def bare(**options):
+    calls.append(options)
+    raise ConnectionRefusedError("the listing must not build a backend or connect")
+"""
+
+
+def test_backends_reads_static_metadata_and_builds_no_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fake_dists import make_dist
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    make_dist(
+        tmp_path,
+        "remote_dist",
+        "tp_remote",
+        THIRD_PARTY,
+        {"torpor.backends": {"remote": "tp_remote:factory", "bare": "tp_remote:bare"}},
+    )
+    # No first-party backend may be built either.
+    from torpor.plugins.ets_like import EtsLikeBackend
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torpor backends built a backend")
+
+    monkeypatch.setattr(EtsLikeBackend, "__init__", refuse)
+    try:
+        from torpor.plugins.lmdb import LmdbBackend
+    except ImportError:  # pragma: no cover - lmdb is part of the test extra
+        pass
+    else:
+        monkeypatch.setattr(LmdbBackend, "__init__", refuse)
+    result = CliRunner().invoke(cli, ["backends"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert importlib.import_module("tp_remote").calls == []
+    lines = result.output.splitlines()
+    (remote,) = [i for i, line in enumerate(lines) if re.search(r"│ remote\s", line)]
+    assert "capabilities: native_iteration, persistent" in lines[remote], result.output
+    assert "storage options: path" in lines[remote + 1], result.output
+    (bare,) = [line for line in lines if re.search(r"│ bare\s", line)]
+    assert "capabilities: not declared (the factory has no metadata)" in bare, result.output
+    assert re.search(r"ets_like .*capabilities: native_expiry", result.output), result.output
+
+
+def test_conformance_refuses_a_fixed_storage_path_with_one_line() -> None:
+    result = CliRunner().invoke(cli, ["conformance", "lmdb", "--option", "path=/tmp/x"])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        "torpor conformance: option 'path' names storage; each test needs its own: "
+        'use --option "path={storage}/sessions"'
+    ]
+
+
+def test_conformance_of_an_unknown_backend_is_one_line() -> None:
+    result = CliRunner().invoke(cli, ["conformance", "no-such-backend"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.splitlines()
+    assert line.startswith("torpor conformance: no backend named 'no-such-backend'"), line
 
 
 def test_demo_prints_memory_before_and_after() -> None:
@@ -128,3 +201,17 @@ def test_bench_check_fails_with_a_message_when_a_limit_is_missed(
 def test_bench_cleanup_sizes_must_be_a_list_of_sizes() -> None:
     result = CliRunner().invoke(cli, ["bench", "--cleanup-sizes", "10000"])
     assert result.exit_code == 2 and "'10000'" in result.output
+
+
+def test_model_examples_default_is_one_number_and_its_cost_is_documented() -> None:
+    from torpor.cli._conformance import conformance
+    from torpor.conformance import MODEL_EXAMPLES
+
+    (option,) = [p for p in conformance.params if p.name == "examples"]
+    assert option.default == MODEL_EXAMPLES == 25
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "plugin-authors.md").read_text()
+    longer = docs[docs.index("### Longer runs") : docs.index("## 6. Going native")]
+    assert f"By\ndefault it runs {MODEL_EXAMPLES} examples" in longer, longer
+    # A measured figure for each count, on ets_like and lmdb; no bare suggestion.
+    for count in ("25 (default)", "100", "500", "2000"):
+        assert re.search(rf"^\| {re.escape(count)} \| [\d-]+ s \| [\d-]+ s \|", longer, re.M), count

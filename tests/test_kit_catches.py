@@ -4,6 +4,7 @@ area that should catch it, and healthy backends pass the whole kit."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,8 @@ def test_healthy_backends_pass_the_whole_kit(backend: str, tmp_path: Path) -> No
 
 def test_lmdb_passes_the_whole_kit_with_every_area_native(tmp_path: Path) -> None:
     pytest.importorskip("lmdb")
-    code, matrix, output = run_kit("lmdb", tmp_path, "--torpor-option", "path={storage}/env")
+    # No options: lmdb declares ``path`` as storage, so each test gets its own folder.
+    code, matrix, output = run_kit("lmdb", tmp_path)
     assert code == 0, output
     statuses = {row["area"]: row["status"] for row in matrix["areas"]}
     assert set(statuses.values()) <= {"core", "native"}, statuses  # no fallback, nothing missing
@@ -116,11 +118,11 @@ def test_overriding_a_kit_test_is_refused(tmp_path: Path) -> None:
     assert "overrides the conformance test 'test_case_is_kept'" in proc.stdout + proc.stderr
 
 
-def _env_with_root() -> dict[str, str]:
+def _env_with_root(*more: str) -> dict[str, str]:
     import os
 
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *more, env.get("PYTHONPATH", "")])
     return env
 
 
@@ -179,3 +181,113 @@ def test_every_kit_test_is_marked_with_its_area() -> None:
     for name, function in KIT_TESTS.items():
         areas = [m.args[0] for m in getattr(function, "pytestmark", []) if m.name == "torpor_area"]
         assert len(areas) == 1 and areas[0] in AREAS, name
+
+
+# -- running the kit as a plugin author would -----------------------------------------
+
+
+def test_an_explicit_storage_form_still_works(tmp_path: Path) -> None:
+    pytest.importorskip("lmdb")
+    code, matrix, output = run_kit(
+        "lmdb", tmp_path, "--torpor-area", "persistence", "--torpor-option", "path={storage}/env"
+    )
+    assert code == 0, output
+    assert [row["passed"] for row in matrix["areas"]] == [3], output
+
+
+def test_a_fixed_storage_option_is_refused_before_any_test_runs(tmp_path: Path) -> None:
+    pytest.importorskip("lmdb")
+    code, matrix, output = run_kit("lmdb", tmp_path, "--torpor-option", "path=/tmp/x")
+    assert code == 4, output  # pytest's usage error
+    assert matrix == {}, output  # nothing ran
+    errors = [line for line in output.splitlines() if line.strip()]
+    assert errors == [
+        "ERROR: option 'path' names storage; each test needs its own: "
+        'use --torpor-option "path={storage}/sessions"'
+    ], output
+
+
+def test_a_fixed_storage_option_in_a_target_stops_the_run_once(tmp_path: Path) -> None:
+    pytest.importorskip("lmdb")
+    proc = _user_suite(
+        tmp_path,
+        "Target(backend='lmdb', options={'path': '/tmp/x'})",
+        "from torpor.conformance.suite import *  # noqa\n",
+    )
+    assert proc.returncode == 4, proc.stdout
+    message = (
+        "option 'path' names storage; each test needs its own: "
+        "use Target(options={'path': '{storage}/sessions'})"
+    )
+    assert proc.stdout.count(message) == 1, proc.stdout
+    assert "ERROR at setup" not in proc.stdout and "passed" not in proc.stdout, proc.stdout
+
+
+def test_static_claims_that_differ_from_the_backends_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "claims_too_much.py").write_text(
+        "from torpor.plugins.ets_like import create_backend as _ets_like\n"
+        "def factory(**options):\n    return _ets_like(**options)\n"
+        "factory.capabilities = {'native_iteration', 'persistent'}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(SUITE_DIR), "-p", "torpor.conformance.plugin",
+         "-p", "no:cacheprovider", "--torpor-backend", "claims_too_much:factory", "-q",
+         "--torpor-area", "ids"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=_env_with_root(str(tmp_path)),
+    )  # fmt: skip
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert (
+        "claims_too_much:factory: the factory declares capabilities "
+        "{native_iteration, persistent} but the backend claims "
+        "{native_expiry, native_hibernation, native_iteration} in torpor_capabilities()"
+    ) in proc.stdout, proc.stdout
+
+
+def test_skips_and_their_reasons_are_in_the_matrix_and_the_report(tmp_path: Path) -> None:
+    code, matrix, output = run_kit("ets_like", tmp_path, "--torpor-area", "persistence")
+    assert code == 0, output
+    (row,) = matrix["areas"]
+    assert row["skipped"] == 3
+    skipped = {s["test"]: s["reason"] for s in row["skipped_tests"]}
+    assert skipped["test_reopen_keeps_sessions_and_their_state"] == (
+        "missing: backend does not claim PERSISTENT"
+    ), skipped
+    assert len(skipped) == 3, skipped
+    matrix_text = output[output.index("torpor conformance matrix") :]
+    assert "SKIPPED (3):" in matrix_text, output
+    assert re.search(
+        r"persistence\s+test_reopen_keeps_sessions_and_their_state\s+"
+        r"missing: backend does not claim PERSISTENT",
+        matrix_text,
+    ), output
+
+
+def test_expect_raises_names_the_call_and_what_it_did_instead() -> None:
+    import torpor
+    from torpor.conformance import expect_raises, expect_returns
+
+    with torpor.open(sweeper=False) as mgr:
+        stale = mgr.create({"n": 1})
+        with pytest.raises(AssertionError) as info:
+            expect_raises(torpor.SessionNotFound, mgr.get, stale.id)
+        assert str(info.value).startswith(f"Manager.get({stale.id!r}) returned Session("), info
+        assert str(info.value).endswith("; expected it to raise SessionNotFound")
+        mgr.delete(stale.id)
+        # A wrong exception is named, and kept as the cause.
+        with pytest.raises(AssertionError) as info:
+            expect_raises(torpor.Conflict, mgr.save, stale, what="mgr.save(copy of a deleted one)")
+        assert str(info.value).startswith(
+            "mgr.save(copy of a deleted one) raised SessionNotFound: "
+        ), info
+        assert "expected it to raise Conflict" in str(info.value)
+        assert isinstance(info.value.__cause__, torpor.SessionNotFound)
+        # The right one is returned; match= checks its message.
+        raised = expect_raises(torpor.SessionNotFound, mgr.save, stale)
+        assert isinstance(raised, torpor.SessionNotFound)
+        with pytest.raises(AssertionError, match="expected a message matching 'nope'"):
+            expect_raises(torpor.SessionNotFound, mgr.save, stale, match="nope")
+        assert expect_returns(False, mgr.delete, stale.id) is False
+        with pytest.raises(AssertionError) as info:
+            expect_returns(True, mgr.delete, stale.id, what="mgr.delete(twice)")
+        assert str(info.value) == "mgr.delete(twice) returned False; expected True"

@@ -245,3 +245,93 @@ def test_an_open_that_fails_on_its_plugins_builds_no_backend(site: Path) -> None
     import tp_counting  # type: ignore[import-not-found]
 
     assert tp_counting.built == []
+
+
+# -- static factory metadata (read without building a backend) ----------------------
+
+DECLARED = """
+calls = []
+
+def factory(**options):
+    calls.append(options)
+    raise AssertionError("a factory's metadata must be read without calling it")
+
+factory.capabilities = {"persistent", "NATIVE_ITERATION"}
+factory.storage_options = {"path": "sessions"}
+
+def bare(**options):
+    calls.append(options)
+    raise AssertionError("must not be called")
+"""
+
+
+def test_describe_factory_reads_metadata_without_calling_the_factory(site: Path) -> None:
+    make_dist(
+        site,
+        "declared_dist",
+        "tp_declared",
+        DECLARED,
+        {"torpor.backends": {"declared": "tp_declared:factory", "bare": "tp_declared:bare"}},
+    )
+    metadata = torpor.describe_factory(torpor.load_backend_factory("declared"))
+    assert metadata == torpor.FactoryMetadata(
+        frozenset({torpor.Capability.PERSISTENT, torpor.Capability.NATIVE_ITERATION}),
+        {"path": "sessions"},
+    )
+    bare = torpor.describe_factory(torpor.load_backend_factory("bare"))
+    assert bare.capabilities is None and bare.storage_options == {}
+    assert importlib.import_module("tp_declared").calls == []
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "storage_options", "problem"),
+    [
+        (["persistent", "teleportation"], None, "unknown capability 'teleportation'"),
+        ("persistent", None, "must be a collection of torpor.Capability, not str"),
+        ([42], None, "holds int 42"),
+        (None, ["path"], "must map option names to default names"),
+        (None, {"path": "/tmp/x"}, "must be a relative name such as 'sessions', not '/tmp/x'"),
+        (None, {"path": "../up"}, "not '../up'"),
+        (None, {"path": ""}, "not ''"),
+        (None, {"not an option": "x"}, "storage option 'not an option' is not an option name"),
+    ],
+)
+def test_malformed_metadata_is_a_config_error_naming_the_factory(
+    capabilities: object, storage_options: object, problem: str
+) -> None:
+    def create_backend(**options: object) -> object:
+        raise AssertionError("must not be called")
+
+    create_backend.capabilities = capabilities  # type: ignore[attr-defined]
+    create_backend.storage_options = storage_options  # type: ignore[attr-defined]
+    with pytest.raises(torpor.ConfigError) as info:
+        torpor.describe_factory(create_backend)
+    message = str(info.value)
+    assert "test_registry" in message and "create_backend" in message, message
+    assert problem in message, message
+    with pytest.raises(torpor.ConfigError, match="backend factory mine"):
+        torpor.describe_factory(create_backend, name="mine")
+
+
+def test_the_backend_factory_decorator_declares_and_checks_at_once() -> None:
+    @torpor.backend_factory(
+        capabilities={torpor.Capability.PERSISTENT}, storage_options={"path": "data"}
+    )
+    def create_backend(**options: object) -> object:
+        return object()
+
+    assert create_backend.capabilities == {torpor.Capability.PERSISTENT}  # type: ignore[attr-defined]
+    assert torpor.describe_factory(create_backend).storage_options == {"path": "data"}
+    with pytest.raises(torpor.ConfigError, match="unknown capability 'telepathy'"):
+        torpor.backend_factory(capabilities=["telepathy"])(lambda: None)
+
+
+@pytest.mark.parametrize("name", ["ets_like", "lmdb"])
+def test_first_party_factories_declare_what_their_backends_claim(name: str, tmp_path: Path) -> None:
+    if name == "lmdb":
+        pytest.importorskip("lmdb")
+    metadata = torpor.describe_factory(torpor.load_backend_factory(name))
+    options = {"path": str(tmp_path / "env")} if name == "lmdb" else {}
+    with torpor.open(name, sweeper=False, **options) as mgr:
+        assert metadata.capabilities == mgr.capabilities
+    assert metadata.storage_options == ({"path": "sessions"} if name == "lmdb" else {})

@@ -8,6 +8,8 @@ Built on click (argument parsing, the de-facto standard, stable for a decade) an
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -26,18 +28,19 @@ def cli() -> None:
 
 @cli.command()
 def backends() -> None:
-    """List the installed backends, their distribution and capabilities."""
+    """List the installed backends, their distribution, capabilities and storage
+    options.  Reads each factory's static metadata: no backend is built, no storage is
+    touched, no server is contacted."""
     import warnings
 
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    import torpor
     from torpor._registry import describe_backends
 
     table = Table(title="torpor backends (entry-point group torpor.backends)")
-    for column in ("name", "distribution", "capabilities / problem"):
+    for column in ("name", "distribution", "capabilities, storage options / problem"):
         table.add_column(column)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -47,7 +50,7 @@ def backends() -> None:
             # The full message (with its fix) is the warning printed once below.
             detail = "[red]not usable[/]: see the warning below"
         elif info.factory is not None:
-            detail = escape(_capabilities_of(info.factory, torpor))
+            detail = escape(_metadata_of(info.factory, info.name))
         else:  # pragma: no cover - describe_backends gives a factory or an error
             detail = ""
         distribution = escape(f"{info.distribution} {info.version}")
@@ -59,28 +62,23 @@ def backends() -> None:
         console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
-def _capabilities_of(factory: object, torpor: object) -> str:
-    """Open the backend briefly to read its claims.  Backends that need a folder get a
-    throwaway one (``path`` is the conventional option for it)."""
-    import tempfile
-
-    from torpor._binding import Binding, make_plugin_manager
+def _metadata_of(factory: Callable[..., Any], name: str) -> str:
+    """What the factory declares (``torpor.describe_factory``); it is never called."""
+    from torpor._registry import describe_factory
     from torpor.errors import ConfigError
 
-    with tempfile.TemporaryDirectory(prefix="torpor-backends-") as scratch:
-        try:
-            try:
-                backend = factory()  # type: ignore[operator]
-            except ConfigError as exc:
-                if "'path'" not in str(exc):
-                    raise
-                backend = factory(path=f"{scratch}/probe")  # type: ignore[operator]
-            binding = Binding(make_plugin_manager(backend, ()), backend, fast_path=True)
-            claims = ", ".join(sorted(c.value for c in binding.capabilities))
-            binding.call_all("torpor_close", urgent=False)
-        except Exception as exc:  # shown in the table, never a crash of the listing
-            return f"(cannot open without options: {type(exc).__name__}: {exc})"
-    return claims or "none (fallbacks)"
+    try:
+        metadata = describe_factory(factory, name=name)
+    except ConfigError as exc:  # shown in the table, never a crash of the listing
+        return f"bad metadata: {exc}"
+    if metadata.capabilities is None:
+        claims = "not declared (the factory has no metadata)"
+    else:
+        claims = ", ".join(sorted(c.value for c in metadata.capabilities)) or "none (fallbacks)"
+    lines = [f"capabilities: {claims}"]
+    if metadata.storage_options:
+        lines.append(f"storage options: {', '.join(sorted(metadata.storage_options))}")
+    return "\n".join(lines)
 
 
 cli.add_command(demo)

@@ -191,7 +191,9 @@ def _deep_sizeof(value: object) -> int:
 
 def create_backend(**options: Any) -> EtsLikeBackend:
     """Entry point ``ets_like``.  Option: ``index_bucket_ms`` (default 1000), the width
-    of the time buckets of the idle and expiry indexes."""
+    of the time buckets of the idle and expiry indexes.  Its static metadata (what
+    ``torpor backends`` and the kit read without building a backend) is declared in
+    the package's ``__init__``."""
     check_backend_options("ets_like", options, {"index_bucket_ms"})
     width = parse_int("index_bucket_ms", options.get("index_bucket_ms", 1000))
     assert width is not None

@@ -16,6 +16,10 @@ Options (``torpor.open("lmdb", path=..., ...)``):
 ``map_size``, ``durability``, ``max_readers`` and ``max_dbs`` are the storage options:
 every manager of one environment in a process shares one LMDB handle, so a second
 manager that asks for different ones is refused with ``ConfigError``.
+
+The factory's static metadata (``torpor.describe_factory``) declares the capabilities
+and ``path`` as the option naming the store's location, so ``torpor backends`` lists
+lmdb without opening anything and ``torpor conformance lmdb`` needs no options.
 """
 
 import lmdb as _engine  # noqa: F401  (a missing extra fails here, with a clear hint)

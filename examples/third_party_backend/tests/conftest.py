@@ -8,5 +8,7 @@ pytest_plugins = ["torpor.conformance.plugin"]
 
 @pytest.fixture(scope="session")
 def torpor_target() -> Target:
-    # {storage} becomes a fresh folder per test, and the same one when a test reopens.
-    return Target(backend="dirstore", options={"path": "{storage}/sessions"})
+    # dirstore declares `path` as a storage option (create_backend.storage_options), so
+    # each test gets its own folder, {storage}/sessions, and the same one when it
+    # reopens; no options needed.
+    return Target(backend="dirstore")

@@ -92,6 +92,12 @@ class DirStore:
         ]
 
 
+# Static metadata, read without building a backend: `torpor backends` lists the
+# capabilities, and the conformance kit gives each test its own folder for `path`
+# (`{storage}/sessions`), so `torpor conformance dirstore` needs no options.
+@torpor.backend_factory(
+    capabilities={torpor.Capability.PERSISTENT}, storage_options={"path": "sessions"}
+)
 def create_backend(**options: Any) -> DirStore:
     """Entry point ``dirstore``.  Option: ``path``, the folder (required)."""
     torpor.check_backend_options("dirstore", options, {"path"}, required={"path"})
