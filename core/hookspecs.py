@@ -3,7 +3,11 @@
 This module is the plugin author's reference.  A *backend* is a plain object whose
 methods are named after these hooks (decorating them with ``torpor.hookimpl`` is
 optional: any callable attribute starting with ``torpor_`` counts).  It is built by a
-factory registered under the entry-point group ``torpor.backends``.
+factory registered under the entry-point group ``torpor.backends``.  The factory may
+declare, as static metadata read without calling it, the capabilities its backends
+claim and which of its options name storage (``torpor.backend_factory``,
+``torpor.describe_factory``): ``torpor backends`` lists them without opening
+anything, and the conformance kit gives each test its own storage from them.
 
 How the manager uses a backend
 ==============================

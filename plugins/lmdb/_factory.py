@@ -75,7 +75,10 @@ def _path(value: object) -> Path:
     """``path`` must name a folder: a non-empty str or os.PathLike (nothing else, so
     that ``None`` or ``123`` never becomes a folder called "None" or "123")."""
     if isinstance(value, str | os.PathLike):
-        raw = os.fspath(value)
+        try:
+            raw = os.fspath(value)
+        except TypeError as exc:  # a PathLike whose __fspath__ returns something odd
+            raise InvalidArgument(f"lmdb path: {exc}", argument="path") from None
         text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
         if text and "\x00" not in text:
             return Path(text)
