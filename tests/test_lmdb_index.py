@@ -193,3 +193,98 @@ def test_an_index_build_skips_damaged_values(tmp_path: Path) -> None:
         assert [s.id for s in mgr.find(f=1)] == [good.id]
         assert mgr.delete("junk")  # no metadata, undecodable: removed all the same
         assert mgr.stats().damaged == 0
+
+
+# -- long index operations stop when the backend closes --------------------------------------
+def _indexed_store(path: Path, n: int) -> tuple[torpor.Manager, Any]:
+    from torpor.plugins.lmdb import create_backend
+
+    backend = create_backend(path=str(path), durability="nosync")
+    mgr = torpor.open(backend, clock=torpor.ManualClock(), sweeper=False)
+    for i in range(n):
+        mgr.create({"f": i % 3}, timeout_ms=None)
+    return mgr, backend
+
+
+def _index_size(backend: Any) -> tuple[int, int]:
+    dbs = backend._dbs
+    return backend.shared.read(  # type: ignore[no-any-return]
+        lambda txn: (txn.stat(dbs.fields)["entries"], txn.stat(dbs.index)["entries"])
+    )
+
+
+def test_an_index_build_stops_when_the_backend_closes(tmp_path: Path) -> None:
+    mgr, backend = _indexed_store(tmp_path / "env", 1000)
+    with mgr:
+        backend._store.closing = True  # what torpor_close sets first, before it returns
+        try:
+            with pytest.raises(torpor.ManagerClosed):
+                backend.torpor_create_index("f")  # checks every few hundred records
+        finally:
+            backend._store.closing = False
+        assert _index_size(backend) == (0, 0)  # aborted: nothing half-built committed
+        assert backend.torpor_find({"f": 1}) is None
+        mgr.create_index("f")
+        assert _index_size(backend) == (1, 1000)
+
+
+def test_an_urgent_close_during_an_index_build_leaves_all_or_nothing(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "env"
+    mgr, _ = _indexed_store(path, 30_000)  # a build longer than the close's 50 ms drain
+    outcome: list[str] = []
+
+    def build() -> None:
+        try:
+            mgr.create_index("f")
+            outcome.append("built")
+        except torpor.ManagerClosed:
+            outcome.append("stopped")
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    mgr.close(urgent=True)
+    builder.join()
+    assert outcome in (["built"], ["stopped"])
+    mgr, backend = _indexed_store(path, 0)
+    with mgr:
+        fields, entries = _index_size(backend)
+        assert (fields, entries) in ((1, 30_000), (0, 0)), (outcome, fields, entries)
+        assert len(mgr.find(f=1)) == 10_000  # through the index, or a scan
+
+
+def test_an_adoption_stops_when_the_backend_closes(tmp_path: Path) -> None:
+    from torpor.plugins.lmdb._store import adopt
+
+    mgr, backend = _indexed_store(tmp_path / "env", 600)
+    with mgr:
+        mgr.create_index("f")
+
+        def closed() -> None:
+            raise torpor.ManagerClosed("closing")
+
+        with pytest.raises(torpor.ManagerClosed):
+            backend.shared.write(lambda txn: adopt(txn, backend._dbs, 1 << 20, closed))
+        assert _index_size(backend) == (1, 600)  # the rebuild was rolled back whole
+        assert len(mgr.find(f=2)) == 200
+
+
+# -- index entries pointing nowhere ----------------------------------------------------------
+def test_an_index_entry_pointing_nowhere_is_deleted_by_the_next_write(tmp_path: Path) -> None:
+    from torpor.plugins.lmdb._index import entry_prefix
+
+    mgr, backend = _indexed_store(tmp_path / "env", 3)
+    dbs = backend._dbs
+    ghost = entry_prefix("f", 1) + b"ghost"
+
+    def present() -> bool:
+        return backend.shared.read(lambda txn: txn.get(ghost, db=dbs.index)) is not None
+
+    with mgr:
+        mgr.create_index("f")
+        backend.shared.write(lambda txn: txn.put(ghost, b"", db=dbs.index))
+        assert len(mgr.find(f=1)) == 1  # the ghost is skipped
+        assert present()  # a read does not write...
+        mgr.create({"f": 2})
+        assert not present()  # ...the next write deletes it

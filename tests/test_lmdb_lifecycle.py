@@ -165,7 +165,9 @@ def test_a_child_forked_mid_transaction_is_refused_clearly(tmp_path: Path) -> No
         if pid == 0:
             code = 1
             try:
-                _open(path)
+                # The backend itself (the child is still inside update(), where a
+                # manager call, torpor.open included, is a ReentrantCall).
+                create_backend(path=str(path))
             except torpor.BackendUnavailable as exc:
                 code = 0 if "forked while" in str(exc) else 2
             finally:
@@ -211,3 +213,203 @@ def test_a_failed_layout_check_releases_the_environment(tmp_path: Path) -> None:
     with pytest.raises(torpor.BackendUnavailable, match=r"torpor\.idle"):
         _open(path)
     assert _open_files(path) == []
+
+
+# -- an urgent close never waits for a transaction (DESIGN §7, §11) -----------------------
+class _HeldUpdate:
+    """An update whose function waits, inside its write transaction, until released."""
+
+    def __init__(self, mgr: torpor.Manager, sid: str) -> None:
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.outcome: list[str] = []
+
+        def hold(data: dict[str, Any]) -> dict[str, Any]:
+            self.inside.set()
+            self.release.wait()
+            return {**data, "written": "by the held update"}
+
+        def run() -> None:
+            try:
+                mgr.update(sid, hold)
+                self.outcome.append("committed")
+            except torpor.ManagerClosed:
+                self.outcome.append("refused")
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        assert self.inside.wait(30)
+
+    def finish(self) -> None:
+        self.release.set()
+        self.thread.join()
+
+
+def _close_urgently(mgr: torpor.Manager, order: list[str]) -> None:
+    """close(urgent=True) in a thread; returns once it did, or (failure guard, so a
+    close that waits for the held transaction fails the test instead of hanging it)
+    after 30 s."""
+    closer = threading.Thread(target=lambda: (mgr.close(urgent=True), order.append("closed")))
+    closer.start()
+    closer.join(30)
+
+
+def test_an_urgent_close_returns_while_a_write_transaction_is_held(tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    mgr = _open(path)
+    s = mgr.create({"n": 0}, timeout_ms=None)
+    held = _HeldUpdate(mgr, s.id)
+    order: list[str] = []
+    try:
+        _close_urgently(mgr, order)
+        order.append("released")
+    finally:
+        held.finish()
+    assert order == ["closed", "released"]  # close returned before the transaction ended
+    assert held.outcome == ["refused"]  # the straggler did not commit: not acknowledged
+    assert _open_files(path) == []  # it closed the environment as it left
+    with _open(path) as again:
+        assert again.peek(s.id).data == {"n": 0}  # type: ignore[union-attr]
+
+
+def test_an_open_with_the_same_options_takes_back_a_closing_store(tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    mgr = _open(path)
+    s = mgr.create({"n": 0}, timeout_ms=None)
+    held = _HeldUpdate(mgr, s.id)
+    order: list[str] = []
+    try:
+        _close_urgently(mgr, order)
+        # LMDB allows one handle per process: the new manager reuses the one still open,
+        # without waiting for the straggler.  (Its writes would wait: the straggler
+        # holds LMDB's writer lock until it ends.)
+        again = _open(path)
+        assert again.peek(s.id).data == {"n": 0}  # type: ignore[union-attr]
+        order.append("reopened")
+    finally:
+        held.finish()
+    assert order == ["closed", "reopened"]
+    assert held.outcome == ["refused"]  # its manager is closed, so it still fails
+    assert again.peek(s.id).data == {"n": 0}  # type: ignore[union-attr]
+    created = again.create({"after": "reopen"}, timeout_ms=None)
+    assert again.peek(created.id) is not None
+    again.close()
+    assert _open_files(path) == []
+
+
+def test_an_open_with_other_options_waits_for_a_closing_store(tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    mgr = _open(path)
+    s = mgr.create({"n": 0}, timeout_ms=None)
+    held = _HeldUpdate(mgr, s.id)
+    order: list[str] = []
+    opened: list[torpor.Manager] = []
+    try:
+        _close_urgently(mgr, order)
+        opener = threading.Thread(target=lambda: opened.append(_open(path, durability="nosync")))
+        opener.start()
+        opener.join(0.2)  # it cannot finish before the straggler leaves (nor fail)
+        assert opener.is_alive() and not opened
+        order.append("released")
+    finally:
+        held.finish()
+    opener.join(30)
+    assert order == ["closed", "released"] and len(opened) == 1
+    with opened[0] as again:  # a fresh environment, with the new options
+        assert again.peek(s.id).data == {"n": 0}  # type: ignore[union-attr]
+        again.create({})
+
+
+_HOLD_THE_WRITER = """
+import sys
+import torpor
+
+with torpor.open("lmdb", path=sys.argv[1], sweeper=False) as mgr:
+    def hold(data):
+        print("holding", flush=True)
+        sys.stdin.readline()
+        return data
+
+    mgr.update(sys.argv[2], hold)
+print("done", flush=True)
+"""
+
+
+def test_an_urgent_close_does_not_wait_for_another_process_writer(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "env"
+    backend = create_backend(path=str(path))
+    mgr = torpor.open(backend, sweeper=False)
+    s = mgr.create({}, timeout_ms=None)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_WRITER, str(path), s.id],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert holder.stdin is not None and holder.stdout is not None
+    order: list[str] = []
+    outcome: list[str] = []
+    try:
+        assert holder.stdout.readline() == "holding\n"  # it has LMDB's writer lock
+
+        def create() -> None:
+            try:
+                mgr.create({})
+                outcome.append("created")
+            except torpor.ManagerClosed:
+                outcome.append("refused")
+
+        writer = threading.Thread(target=create)
+        writer.start()
+        while backend.shared.gate.active == 0 and writer.is_alive():
+            writer.join(0.001)  # until it is inside its transaction, queued for the lock
+        _close_urgently(mgr, order)
+        order.append("released")
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+    writer.join()
+    assert holder.stdout.readline() == "done\n"
+    assert holder.wait(30) == 0
+    assert order == ["closed", "released"]
+    assert outcome == ["refused"]
+    assert _open_files(path) == []
+    with _open(path) as again:
+        assert len(again) == 1
+
+
+def test_a_map_grown_by_another_process_is_adopted_by_an_open(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "env"
+    mgr = _open(path, map_size=1 << 16)
+    mgr.create({"a": 1}, timeout_ms=None)
+    grow = (
+        "import sys, torpor\n"
+        "with torpor.open('lmdb', path=sys.argv[1], map_size=1 << 16, sweeper=False) as m:\n"
+        "    for _ in range(300):\n"
+        "        m.create({'x': 'y' * 2000}, timeout_ms=None)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", grow, str(path)],
+        check=True, cwd=Path(__file__).resolve().parent.parent, timeout=120,
+    )  # fmt: skip
+    # Opening a namespace takes a write transaction, which meets MDB_MAP_RESIZED.
+    with _open(path, map_size=1 << 16, namespace="other") as other:
+        other.create({})
+        assert len(other) == 1
+    assert len(mgr) == 301
+    mgr.close()
+
+
+def test_a_path_like_with_a_bad_fspath_is_an_invalid_argument(tmp_path: Path) -> None:
+    class Odd:
+        def __fspath__(self) -> int:
+            return 123
+
+    with pytest.raises(torpor.InvalidArgument) as caught:
+        torpor.open("lmdb", path=Odd(), sweeper=False)  # type: ignore[arg-type]
+    assert caught.value.argument == "path"

@@ -242,3 +242,115 @@ def test_a_send_racing_a_cancel_in_another_process(tmp_path: Path) -> None:
         assert all(m[0] == "live" for m in received), "stale mail reached the new session"
         assert set(received) <= live_ok
         assert fresh <= set(received), "messages to the live session were dropped"
+
+
+# -- damaged metadata never passes for another incarnation ---------------------------------
+def _meta_entry(
+    path: Path, key: bytes, value: bytes | None = None, *, write: bool = False
+) -> bytes | None:
+    """The metadata of ``key``, read behind torpor's back; with ``write``, replaced by
+    ``value`` (deleted if None) first, returning what was there."""
+    import lmdb
+
+    with lmdb.open(str(path), max_dbs=128) as env, env.begin(write=write) as txn:
+        meta = env.open_db(b"torpor.meta", txn=txn, create=False)
+        old = txn.get(key, db=meta)
+        if write and value is None:
+            txn.delete(key, db=meta)
+        elif write:
+            txn.put(key, value, db=meta)
+        return old
+
+
+@pytest.mark.parametrize(
+    "damage", ["short", "other incarnation", "missing"], ids=lambda d: d.replace(" ", "-")
+)
+def test_damaged_metadata_of_a_live_session_keeps_its_mail(tmp_path: Path, damage: str) -> None:
+    import struct
+
+    path = tmp_path / "env"
+    clock = torpor.ManualClock()
+    with torpor.open(
+        "lmdb", path=str(path), clock=clock, sweeper=False, touch_resolution_ms=0
+    ) as mgr:
+        s = mgr.create({"a": 1}, session_id="s", timeout_ms=None)
+        mgr.send(s.id, "queued")
+    good = _meta_entry(path, b"s")
+    assert good is not None
+    fields = list(struct.unpack(">QQQBQ", good))
+    fields[4] ^= 1  # a valid entry naming another incarnation than the record's
+    bad = {
+        "short": b"\x01\x02",
+        "other incarnation": struct.pack(">QQQBQ", *fields),
+        "missing": None,
+    }[damage]
+    _meta_entry(path, b"s", bad, write=True)
+    with torpor.open(
+        "lmdb", path=str(path), clock=clock, sweeper=False, touch_resolution_ms=0
+    ) as mgr:
+        assert mgr.pending(s.id) == 1  # the record's envelope says it is this life
+        clock.advance(5)
+        got = mgr.get(s.id)  # a touch: a store over the same incarnation
+        assert got is not None and got.data == {"a": 1}
+        assert mgr.pending(s.id) == 1
+        assert _drain(mgr, s.id) == ["queued"]
+        mgr.send(s.id, "more")
+        assert _drain(mgr, s.id) == ["more"]
+    repaired = _meta_entry(path, b"s")
+    assert repaired is not None and struct.unpack(">QQQBQ", repaired)[4] == s.incarnation
+
+
+def test_sending_to_a_session_with_damaged_metadata_repairs_it(tmp_path: Path) -> None:
+    import struct
+
+    path = tmp_path / "env"
+    with torpor.open("lmdb", path=str(path), sweeper=False) as mgr:
+        s = mgr.create({}, session_id="s", timeout_ms=None)
+    _meta_entry(path, b"s", b"\xff", write=True)
+    with torpor.open("lmdb", path=str(path), sweeper=False) as mgr:
+        mgr.send(s.id, "hello")  # a write that passes by: the metadata is rewritten
+    raw = _meta_entry(path, b"s")
+    assert raw is not None and struct.unpack(">QQQBQ", raw)[4] == s.incarnation
+    with torpor.open("lmdb", path=str(path), sweeper=False) as mgr:
+        assert _drain(mgr, s.id) == ["hello"]
+
+
+# -- a damaged mail counter ------------------------------------------------------------------
+@pytest.mark.parametrize("counter", [b"\x01", b"", None], ids=["one-byte", "empty", "missing"])
+def test_a_damaged_mail_counter_is_recomputed_and_lanes_stay_fifo(
+    tmp_path: Path, counter: bytes | None
+) -> None:
+    import lmdb
+
+    path = tmp_path / "env"
+    with torpor.open("lmdb", path=str(path), sweeper=False) as mgr:
+        s = mgr.create({}, session_id="s", timeout_ms=None)
+        for i in range(5):
+            mgr.send(s.id, f"n{i}")
+            mgr.send(s.id, f"p{i}", priority=True)
+    with lmdb.open(str(path), max_dbs=128) as env, env.begin(write=True) as txn:
+        counters = env.open_db(b"torpor.counters", txn=txn, create=False)
+        if counter is None:
+            txn.delete(b"mail_seq", db=counters)
+        else:
+            txn.put(b"mail_seq", counter, db=counters)
+    with torpor.open("lmdb", path=str(path), sweeper=False) as mgr:
+        mgr.send(s.id, "n5")
+        mgr.send(s.id, "p5", priority=True)
+        assert _drain(mgr, s.id) == [*(f"p{i}" for i in range(6)), *(f"n{i}" for i in range(6))]
+
+
+def test_a_foreign_mail_key_is_not_taken_for_queued_mail(tmp_path: Path) -> None:
+    mgr, backend = _open(tmp_path / "env")
+    with mgr:
+        s = mgr.create({}, session_id="s", timeout_ms=None)
+        foreign = b"s\x00\x07" + b"\x00" * 8  # under the session's prefix, in no lane
+        backend.shared.write(lambda txn: txn.put(foreign, b"?", db=backend._dbs.mail))
+        before = backend.shared.env.info()["last_txnid"]
+        assert mgr.pending(s.id) == 0
+        assert mgr.receive(s.id, timeout=0) == []
+        assert backend.shared.env.info()["last_txnid"] == before  # no write to take it
+        mgr.send(s.id, "real")
+        assert _drain(mgr, s.id) == ["real"]
+        assert mgr.cancel(s.id)  # and the foreign key goes with the session
+        assert backend.shared.read(lambda txn: txn.get(foreign, db=backend._dbs.mail)) is None

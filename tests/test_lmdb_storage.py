@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import os
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import torpor
 
 lmdb = pytest.importorskip("lmdb")
 from torpor.plugins.lmdb import LmdbBackend, create_backend  # noqa: E402
+from torpor.plugins.lmdb._index import entry_prefix  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -334,3 +338,242 @@ def test_foreign_values_never_break_walks_sweeps_or_removal(tmp_path: Path) -> N
         assert "junk" not in mgr.list_utf8_ids()
         assert mgr.stats().damaged == 1
         assert mgr.stats().sessions == 1
+
+
+# -- foreign entries in the auxiliary databases ---------------------------------------------
+_BLUE = entry_prefix("colour", "blue")  # where find(colour="blue") looks
+_FOREIGN = {
+    # case: (database, key, value) written by something else, or flipped on disk
+    "fields": ("fields", b"\x00" * 16, b"\xff"),  # a field name that is not UTF-8
+    "expiry": ("expiry", b"\x00" * 8 + b"\xff", b""),  # an id that is not UTF-8
+    "idle": ("idle", b"\x00" * 8 + b"\xff", b""),
+    "idle-short": ("idle", b"\x00\x00", b""),  # not even a time
+    "expiry-no-id": ("expiry", b"\x00" * 8, b""),
+    "counters": ("counters", b"mail_seq", b"\x01"),  # a counter of one byte
+    "tombs": ("tombs", b"\x00", b""),  # shorter than any tombstone
+    "entries": ("entries", b"s", b"\xff\xff\x00"),  # a length running past its end
+    "index-no-id": ("index", _BLUE, b""),  # an index entry without its id
+    "index-ghost": ("index", _BLUE + b"ghost", b""),  # pointing to no session
+    "index-not-utf8": ("index", _BLUE + b"\xff", b""),
+}
+
+
+def _plant(path: Path, db: str, key: bytes, value: bytes) -> None:
+    with lmdb.open(str(path), max_dbs=128) as env, env.begin(write=True) as txn:
+        txn.put(key, value, db=env.open_db(f"torpor.{db}".encode(), txn=txn, create=False))
+
+
+def _entries(path: Path, db: str) -> list[bytes]:
+    with lmdb.open(str(path), max_dbs=128, readonly=True, lock=False) as env, env.begin() as txn:
+        handle = env.open_db(f"torpor.{db}".encode(), txn=txn, create=False)
+        return list(txn.cursor(db=handle).iternext(values=False))
+
+
+@pytest.mark.parametrize("case", sorted(_FOREIGN))
+def test_a_foreign_entry_in_an_auxiliary_database_breaks_nothing(
+    tmp_path: Path, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    db, key, value = _FOREIGN[case]
+    path = tmp_path / "env"
+    clock = torpor.ManualClock()
+    mgr, _ = _open(path, clock=clock)
+    with mgr:
+        mgr.create_index("colour")
+        s = mgr.create({"colour": "red"}, session_id="s", timeout_ms=10)
+        mgr.send(s.id, "first")
+        mgr.cancel(mgr.create({}).id)  # a tombstone to prune later
+    _plant(path, db, key, value)
+    mgr, _ = _open(path, clock=clock)
+    with mgr, caplog.at_level(logging.WARNING, logger="torpor"):
+        # Every operation works and raises nothing but torpor errors.
+        other = mgr.create({"colour": "blue"}, timeout_ms=None)
+        assert mgr.update(s.id, lambda d: {**d, "n": 1}).data == {"colour": "red", "n": 1}
+        mgr.send(s.id, "second")
+        assert mgr.receive(s.id, max_messages=10) == ["first", "second"]  # still FIFO
+        assert [x.id for x in mgr.find(colour="blue")] == [other.id]
+        clock.advance(5)
+        assert mgr.hibernate_idle(1) == 2
+        clock.advance(50)
+        assert mgr.cleanup_expired() == 1
+        assert mgr.cancel(other.id)
+        mgr.create({})  # one more write after the sweeps
+    if db in ("expiry", "idle", "index", "tombs"):  # entries that point nowhere: deleted
+        assert key not in _entries(path, db)
+    if db in ("fields", "expiry", "idle", "counters", "tombs"):  # logged
+        assert any(f"torpor.{db}" in r.getMessage() for r in caplog.records), caplog.text
+
+
+# -- stale entries in the time indexes ---------------------------------------------------
+def test_stale_entries_in_front_of_the_time_indexes_are_deleted_by_the_sweeps(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "env"
+    clock = torpor.ManualClock()
+    mgr, _ = _open(path, clock=clock)
+    with mgr:
+        real = [mgr.create({"i": i}, timeout_ms=10).id for i in range(50)]
+    # 1500 entries at the front of both indexes for sessions that do not exist: more
+    # than a sweep batch, so a pass that stopped at them would never reach the others.
+    with lmdb.open(str(path), max_dbs=128) as env, env.begin(write=True) as txn:
+        for name in (b"torpor.expiry", b"torpor.idle"):
+            db = env.open_db(name, txn=txn, create=False)
+            for i in range(1500):
+                txn.put(struct.pack(">Q", 0) + f"ghost{i:05d}".encode(), b"", db=db)
+    clock.advance(10_000)
+    mgr, backend = _open(path, clock=clock)
+
+    def entries(db: Any) -> list[bytes]:
+        return backend.shared.read(lambda txn: list(txn.cursor(db=db).iternext(values=False)))
+
+    with mgr:
+        assert mgr.cleanup_expired() == 50  # every really expired session
+        assert entries(backend._dbs.expiry) == []  # and the stale entries are gone
+        assert all(mgr.peek(sid) is None for sid in real)
+        assert mgr.hibernate_idle(1) == 0  # only stale idle entries were left...
+        assert entries(backend._dbs.idle) == []  # ...and that pass deleted them
+
+
+def test_a_stale_entry_of_a_live_session_is_deleted_not_swept(tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    clock = torpor.ManualClock()
+    mgr, backend = _open(path, clock=clock)
+    with mgr:
+        s = mgr.create({}, session_id="s", timeout_ms=1_000_000)
+        stale = struct.pack(">Q", 1) + b"s"  # an old expiry time of a live session
+        backend.shared.write(lambda txn: txn.put(stale, b"", db=backend._dbs.expiry))
+        clock.advance(10)
+        assert mgr.cleanup_expired() == 0
+        assert mgr.peek(s.id) is not None
+        entries = backend.shared.read(
+            lambda txn: list(txn.cursor(db=backend._dbs.expiry).iternext(values=False))
+        )
+        assert stale not in entries and len(entries) == 1  # its real entry stays
+
+
+# -- data files LMDB would silently start afresh over ------------------------------------
+@pytest.mark.parametrize("size", [0, 100, 4096])
+@pytest.mark.parametrize("lock_file", [True, False])
+def test_an_empty_or_cut_data_file_is_refused_not_overwritten(
+    tmp_path: Path, size: int, lock_file: bool
+) -> None:
+    path = tmp_path / "env"
+    _populated(path, n=20)
+    os.truncate(path / "data.mdb", size)
+    if not lock_file:
+        (path / "lock.mdb").unlink()
+    for _ in range(2):  # and again: nothing was written the first time
+        with pytest.raises(torpor.BackendUnavailable, match="empty or cut short") as info:
+            torpor.open("lmdb", path=str(path), sweeper=False)
+        assert "move it" in str(info.value)
+        assert (path / "data.mdb").stat().st_size == size
+    (path / "data.mdb").unlink()  # a missing data file is a new store
+    with torpor.open("lmdb", path=str(path), sweeper=False) as mgr:
+        assert len(mgr) == 0
+
+
+_OPEN_NEW = textwrap.dedent(
+    """
+    import sys
+    import torpor
+    with torpor.open("lmdb", path=sys.argv[1], sweeper=False) as mgr:
+        mgr.create({}, timeout_ms=None)
+    print("ok", flush=True)
+    """
+)
+
+
+def test_processes_creating_one_new_store_together_all_open_it(tmp_path: Path) -> None:
+    # A data file another process is creating right now is short for a moment: that
+    # must not be taken for a damaged one.
+    path = tmp_path / "env"
+    command = [sys.executable, "-c", _OPEN_NEW, str(path)]
+    pipe = subprocess.PIPE
+    children = [
+        subprocess.Popen(command, cwd=ROOT, stdout=pipe, stderr=pipe, text=True) for _ in range(6)
+    ]
+    results = [child.communicate(timeout=120) for child in children]
+    assert all(out == "ok\n" for out, _ in results), results
+    with torpor.open("lmdb", path=str(path), sweeper=False) as mgr:
+        assert len(mgr) == 6
+
+
+# -- namespaces with dots ----------------------------------------------------------------
+@pytest.mark.parametrize(("first", "second"), [("app.v2", "app"), ("torpor.x", "torpor")])
+def test_a_namespace_is_not_confused_with_a_longer_one(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    path = tmp_path / "env"
+    with torpor.open("lmdb", path=str(path), namespace=first, sweeper=False) as a:
+        a.create({"in": first})
+        with torpor.open("lmdb", path=str(path), namespace=second, sweeper=False) as b:
+            assert len(b) == 0
+            b.create({"in": second})
+        assert len(a) == 1
+    with torpor.open("lmdb", path=str(path), namespace=second, sweeper=False) as b:
+        assert [s.data for s in b.sessions()] == [{"in": second}]
+
+
+# -- the reader table ----------------------------------------------------------------------
+def test_more_reading_threads_than_reader_slots_wait_for_one(tmp_path: Path) -> None:
+    backend = create_backend(path=str(tmp_path / "env"), max_readers=4)  # 2 per process
+    mgr = torpor.open(backend, clock=torpor.ManualClock(), sweeper=False)
+    with mgr:
+        ids = [mgr.create({"i": i}, timeout_ms=None).id for i in range(40)]
+        errors: list[BaseException] = []
+        start = threading.Barrier(16)
+
+        def read() -> None:
+            start.wait()
+            try:
+                for _ in range(20):
+                    assert sum(1 for _ in mgr.sessions(batch_size=5)) == 40
+                    assert mgr.peek(ids[0]) is not None
+            except BaseException as exc:  # handed to the test
+                errors.append(exc)
+
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)  # threads switch inside their read transactions
+        try:
+            threads = [threading.Thread(target=read) for _ in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(switch)
+        assert not errors, errors[:3]
+
+
+_HOLD_READERS = textwrap.dedent(
+    """
+    import sys
+    import lmdb
+    env = lmdb.open(sys.argv[1], max_dbs=128, max_readers=4)
+    txns = [env.begin() for _ in range(4)]  # the whole reader table
+    print("holding", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_a_reader_table_filled_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    mgr = torpor.open(create_backend(path=str(path), max_readers=4), sweeper=False)
+    with mgr:
+        s = mgr.create({}, timeout_ms=None)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_READERS, str(path)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            assert holder.stdout.readline() == "holding\n"
+            with pytest.raises(torpor.BackendUnavailable, match="max_readers"):
+                mgr.peek(s.id)
+            with pytest.raises(torpor.BackendUnavailable, match="max_readers"):
+                list(mgr.ids())
+        finally:
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            holder.wait(30)
+        assert mgr.peek(s.id) is not None  # slots free again: reads work

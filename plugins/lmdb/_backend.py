@@ -21,6 +21,7 @@ bytes, the longest key (a field index entry) 279.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -31,16 +32,17 @@ import lmdb
 from torpor import DELETE, BackendStats, Capability, Clock, Record, Removal
 from torpor.errors import BackendUnavailable, ManagerClosed
 from torpor.hookspecs import BatchFn, TransactFn
-from torpor.plugins.lmdb._env import Db, EnvConfig, SharedEnv, Txn
+from torpor.plugins.lmdb._env import EnvConfig, SharedEnv, Txn
 from torpor.plugins.lmdb._envs import acquire_env, release_env
 from torpor.plugins.lmdb._index import entry_prefix
 from torpor.plugins.lmdb._layout import Dbs, field_key, open_layout, reopen_layout
 from torpor.plugins.lmdb._mailbox import LmdbMailbox
-from torpor.plugins.lmdb._store import Store, adopt, stamp
+from torpor.plugins.lmdb._store import Store, adopt
 
 __all__ = ["LmdbBackend"]
 
 T = TypeVar("T")
+log = logging.getLogger("torpor")
 Pair = tuple[str | bytes, bytes]
 _DEFAULT_LIMIT = 1 << 20  # max_session_bytes until torpor_open says otherwise
 
@@ -61,10 +63,18 @@ class LmdbBackend:
 
             def layout(txn: Txn) -> Dbs:
                 return open_layout(
-                    shared.env, txn, namespace, adopt=lambda t, d: adopt(t, d, store.limit)
+                    shared.env,
+                    txn,
+                    namespace,
+                    adopt=lambda t, d: adopt(t, d, store.limit, store.check_open),
                 )
 
-            store.dbs = shared.exclusive_write(layout)
+            # Handles opened once per environment and namespace: opening again needs no
+            # exclusive transaction (which would wait for every running one).
+            dbs = shared.layouts.get(namespace)
+            if dbs is None:
+                dbs = shared.layouts[namespace] = shared.exclusive_write(layout)
+            store.dbs = dbs
         except BaseException:
             release_env(shared)
             raise
@@ -105,10 +115,16 @@ class LmdbBackend:
         return self._touch_resolution
 
     def torpor_close(self, urgent: bool) -> None:
-        """Release the environment (the last backend on it closes it).  Idempotent."""
+        """Release the environment (the last backend on it closes it).  Idempotent.
+
+        Never waits: transactions still running (only after an urgent close: an
+        orderly one has waited for them) fail instead of committing, and the last of
+        them closes the environment as it leaves (see ``_envs.py``).
+        """
         with self._closing:
             shared, self._shared = self._shared, None
         if shared is not None:
+            self._store.closing = True  # long operations stop; no write commits
             self._mailbox.close()
             shared.reopeners.pop(id(self), None)
             release_env(shared)
@@ -146,6 +162,9 @@ class LmdbBackend:
                 key = sid.encode("utf-8")
                 self._apply(txn, key, fn(sid, txn.get(key, db=dbs.sessions)))
 
+        # The ids come from torpor_idle_ids/torpor_expired_ids, which remembered the
+        # stale and foreign index entries they passed over: this transaction (``_write``
+        # tidies first) deletes them.
         self._write(session_ids, batch)
 
     def torpor_iterate(self, cursor: Any, batch_size: int) -> tuple[list[Pair], Any]:
@@ -168,10 +187,10 @@ class LmdbBackend:
         return self.shared.read(page)
 
     def torpor_idle_ids(self, cutoff_ms: int, limit: int) -> Sequence[str]:
-        return self._below(self._dbs.idle, cutoff_ms, limit)
+        return self._below("idle", cutoff_ms, limit)
 
     def torpor_expired_ids(self, now_ms: int, limit: int) -> Sequence[str]:
-        return self._below(self._dbs.expiry, now_ms, limit)
+        return self._below("expiry", now_ms, limit)
 
     def torpor_stats(self) -> BackendStats:
         def pages(txn: Txn) -> int:
@@ -184,7 +203,7 @@ class LmdbBackend:
         )
 
     def torpor_create_index(self, field: str) -> None:
-        self.shared.write(lambda txn: self._store.index_field(txn, field))
+        self._write((), lambda txn: self._store.index_field(txn, field))
 
     def torpor_find(self, criteria: Mapping[str, Any]) -> list[Pair] | None:
         def lookup(txn: Txn) -> list[Pair] | None:
@@ -207,7 +226,16 @@ class LmdbBackend:
     def _write(self, session_ids: Iterable[str], body: Callable[[Txn], T]) -> T:
         """One write transaction; then wake this process's receivers of the sessions
         (their mail or their life may have changed)."""
-        result = self.shared.write(body)
+        store = self._store
+
+        def run(txn: Txn) -> T:
+            store.tidy(txn)  # foreign or stale entries reads met: deleted on the way
+            result = body(txn)
+            if store.closing:  # closed urgently while this ran: not acknowledged
+                raise ManagerClosed("the manager was closed; this write was not applied")
+            return result
+
+        result = self.shared.write(run)
         for sid in session_ids:
             self._mailbox.changed(sid)
         return result
@@ -227,29 +255,30 @@ class LmdbBackend:
 
     def _candidates(self, txn: Txn, prefix: bytes) -> list[Pair]:
         found: list[Pair] = []
+        store = self._store
         walk = txn.cursor(db=self._dbs.index)
         if walk.set_range(prefix):
             for entry in walk.iternext(values=False):
                 if not entry.startswith(prefix):
                     break
-                key = entry[len(prefix) :]
-                blob = txn.get(key, db=self._dbs.sessions)
-                if blob is not None:
-                    found.append((_key(key), blob))
+                pair = store.index_candidate(txn, entry, len(prefix))
+                if pair is not None:  # else: pointing nowhere; the next write deletes it
+                    found.append((_key(pair[0]), pair[1]))
         return found
 
-    def _below(self, db: Db, bound: int, limit: int) -> list[str]:
-        top = stamp(bound)
-
-        def scan(txn: Txn) -> list[str]:
-            found: list[str] = []
-            for key in txn.cursor(db=db).iternext(values=False):
-                if key[:8] >= top or len(found) >= limit:
-                    break
-                found.append(key[8:].decode("utf-8"))
-            return found
-
-        return self.shared.read(scan)
+    def _below(self, which: str, bound: int, limit: int) -> list[str]:
+        """Candidates from the idle or expiry index.  Entries that are foreign or stale
+        (the session is gone or has moved on) are skipped and remembered; the sweep's
+        own write deletes them, or, if no candidate is left to sweep, a write now."""
+        found, dirty = self.shared.read(
+            lambda txn: self._store.scan_below(txn, which, bound, limit)
+        )
+        if dirty and not found:
+            try:
+                self._write((), lambda txn: None)  # tidies
+            except BackendUnavailable:  # best effort: the next write tries again
+                log.debug("torpor: deleting stale index entries failed", exc_info=True)
+        return found
 
 
 def _key(key: bytes) -> str | bytes:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
-from torpor.indexing import canonical_key
+from torpor.indexing import KEY_BYTES, canonical_key
 
-__all__ = ["entry_prefix", "field_hash", "join", "session_entries", "split"]
+__all__ = ["ENTRY_PREFIX", "entry_prefix", "field_hash", "join", "session_entries", "split"]
 
 _LEN = struct.Struct(">H")
+ENTRY_PREFIX: Final = 8 + KEY_BYTES  # bytes before the id: H(field) + canonical_key(value)
 
 
 def field_hash(field: str) -> bytes:
@@ -51,9 +52,13 @@ def join(entries: list[bytes]) -> bytes:
 
 
 def split(packed: bytes) -> list[bytes]:
-    entries, at = [], 0
-    while at < len(packed):
+    """The entries ``join`` packed; a damaged tail (a length running past the end) is
+    left out, never an error."""
+    entries, at, end = [], 0, len(packed)
+    while at + 2 <= end:
         (size,) = _LEN.unpack_from(packed, at)
+        if at + 2 + size > end:
+            break
         entries.append(packed[at + 2 : at + 2 + size])
         at += 2 + size
     return entries

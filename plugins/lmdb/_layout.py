@@ -29,6 +29,27 @@ naming the layout version and the databases.  On open:
   ``torpor.indexing`` keys, and the marker is written.  Metadata entries in 0.1's
   shorter format are read as they are (the incarnation comes from the record).
 * anything else (some databases, no marker): damaged, ``BackendUnavailable``.
+
+Database names are matched exactly (namespace, a dot, a name of the list above), never
+by prefix: namespaces may contain dots, and ``app.v2.sessions`` belongs to ``app.v2``.
+
+What cannot be checked: damaged pages
+-------------------------------------
+LMDB keeps no checksums of its pages.  What torpor checks at open is cheap and whole-
+file: the data file must not be cut short of its last page or of LMDB's two meta pages
+(``_env.py``: reading past the end of the map would raise SIGBUS, and LMDB would start
+a fresh store over an empty file), the layout marker and the databases it lists must
+be there (this module), and LMDB itself picks the intact one of its two meta pages
+(bit flips in them were all caught in testing).  Damage *inside* the file, a flipped
+bit in a B-tree page or a page overwritten with zeros by a failing disk or a copy
+taken mid-write, is not detected by LMDB: following a bad page pointer or an
+inconsistent page can crash the process (SIGSEGV, or an assertion ``abort()`` in
+``mdb.c``) instead of raising an error, at open or at any later read.  Catching it
+would mean reading and verifying every page (a full ``mdb_dump`` of the store), which
+an open must not cost; torpor does not try.  The remedy is operational: trusted local
+storage (preferably with checksums: ZFS, btrfs), backups made with ``mdb_copy`` (or
+``lmdb.Environment.copy``) rather than by copying a file in use, and a restore when a
+process dies in ``mdb.c`` on a store (check a copy with ``mdb_stat -a``/``mdb_dump``).
 """
 
 from __future__ import annotations
@@ -96,17 +117,15 @@ def _marker() -> bytes:
     ).encode()
 
 
+_KNOWN: Final = tuple(dict.fromkeys((*NAMES, *_V01_NAMES)))  # every name a layout used
+
+
 def _present(txn: Txn, namespace: str) -> set[str]:
-    """Names of the namespace's databases that exist (their keys in the main db)."""
-    prefix = f"{namespace}.".encode()
-    found: set[str] = set()
-    cursor = txn.cursor()
-    if cursor.set_range(prefix):
-        for key in cursor.iternext(values=False):
-            if not key.startswith(prefix):
-                break
-            found.add(key[len(prefix) :].decode("utf-8", "replace"))
-    return found
+    """Names of the namespace's databases that exist (their keys in the main db).
+
+    Exact names only: namespaces may contain dots, so ``app.v2.sessions`` (namespace
+    ``app.v2``) must not count as a database of namespace ``app``."""
+    return {n for n in _KNOWN if txn.get(f"{namespace}.{n}".encode()) is not None}
 
 
 def _damaged(dbs: Dbs, missing: list[str], why: str) -> BackendUnavailable:

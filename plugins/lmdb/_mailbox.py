@@ -34,6 +34,7 @@ __all__ = ["LmdbMailbox"]
 
 PRIORITY: Final = b"\x00"
 NORMAL: Final = b"\x01"
+LANES: Final = (PRIORITY, NORMAL)
 POLL_S: Final = 0.02
 _SEQ_KEY: Final = b"mail_seq"
 _U64 = struct.Struct(">Q")
@@ -69,12 +70,13 @@ class LmdbMailbox:
         wanted = incarnation_bits(incarnation)
 
         def put(txn: Txn) -> bool:
-            if store.incarnation(txn, key) != wanted:
+            store.tidy(txn)
+            if not store.is_live(txn, key, wanted, repair=True):
                 return False
-            raw = txn.get(_SEQ_KEY, db=store.dbs.counters)
-            seq = 0 if raw is None else _U64.unpack(raw)[0] + 1
+            seq = self._next_seq(txn)
             txn.put(_SEQ_KEY, _U64.pack(seq), db=store.dbs.counters)
             txn.put(head + _U64.pack(seq), message, db=store.dbs.mail)
+            _refuse_if_closed(store)
             return True
 
         sent = self._shared.write(put)
@@ -127,15 +129,17 @@ class LmdbMailbox:
         wanted = incarnation_bits(incarnation)
 
         def count(txn: Txn) -> int:
-            if self._store.incarnation(txn, key) != wanted:
+            if not self._store.is_live(txn, key, wanted):
                 return 0
             cursor = txn.cursor(db=self._store.dbs.mail)
             n = 0
-            if cursor.set_range(prefix):
-                for found in cursor.iternext(values=False):
-                    if not found.startswith(prefix):
-                        break
-                    n += 1
+            for lane in LANES:  # (a foreign key in another "lane" is nobody's mail)
+                head = prefix + lane
+                if cursor.set_range(head):
+                    for found in cursor.iternext(values=False):
+                        if not found.startswith(head):
+                            break
+                        n += 1
             return n
 
         return self._shared.read(count)
@@ -181,21 +185,26 @@ class LmdbMailbox:
 
     def _look(self, txn: Txn, key: bytes, wanted: int) -> tuple[bool, bool, bool]:
         """(alive, messages queued, cancelled) for that incarnation, in one snapshot."""
-        if self._store.incarnation(txn, key) != wanted:
+        if not self._store.is_live(txn, key, wanted):
             return False, False, self._store.cancelled(txn, key, wanted)
         prefix = mail_prefix(key)
         cursor = txn.cursor(db=self._store.dbs.mail)
-        queued = bool(cursor.set_range(prefix) and cursor.key().startswith(prefix))
-        return True, queued, False
+        for lane in LANES:  # exactly what _take takes: no write for a foreign key
+            head = prefix + lane
+            if cursor.set_range(head) and cursor.key().startswith(head):
+                return True, True, False
+        return True, False, False
 
     def _take(
         self, txn: Txn, key: bytes, wanted: int, limit: int
     ) -> tuple[list[bytes], bool, bool]:
-        if self._store.incarnation(txn, key) != wanted:
-            return [], False, self._store.cancelled(txn, key, wanted)
+        store = self._store
+        store.tidy(txn)
+        if not store.is_live(txn, key, wanted, repair=True):
+            return [], False, store.cancelled(txn, key, wanted)
         taken: list[bytes] = []
         cursor = txn.cursor(db=self._store.dbs.mail)
-        for lane in (PRIORITY, NORMAL):
+        for lane in LANES:
             head = mail_prefix(key) + lane
             if not cursor.set_range(head):
                 continue
@@ -203,7 +212,34 @@ class LmdbMailbox:
                 taken.append(cursor.value())
                 if not cursor.delete():  # moves to the next entry
                     break
+        _refuse_if_closed(store)  # taken by a closed manager: leave them queued
         return taken, True, False
+
+    def _next_seq(self, txn: Txn) -> int:
+        """The next mail sequence number.  A missing or damaged counter is recomputed
+        from the mail keys (once: it is rewritten), so each lane stays FIFO."""
+        dbs = self._store.dbs
+        raw = txn.get(_SEQ_KEY, db=dbs.counters)
+        if raw is not None and len(raw) == _U64.size:
+            return int(_U64.unpack(raw)[0]) + 1
+        if raw is not None:
+            self._store.once.warn(
+                ("counters", raw), "torpor: the mail counter in %s is damaged (%r); "
+                "recomputing it from the queued mail", dbs.name("counters"), raw[:40],
+            )  # fmt: skip
+        highest = -1
+        for found in txn.cursor(db=dbs.mail).iternext(values=False):
+            # id 0x00 lane seq: at least one byte of id, a NUL, a lane byte, 8 bytes.
+            if len(found) >= 11 and found[-10] == 0 and found[-9:-8] in LANES:
+                highest = max(highest, _U64.unpack(found[-8:])[0])
+        return highest + 1
+
+
+def _refuse_if_closed(store: Store) -> None:
+    """Before a mailbox write commits: a backend closed (urgently) meanwhile does not
+    acknowledge it."""
+    if store.closing:
+        raise ManagerClosed("the manager was closed; this mailbox change was not applied")
 
 
 def _closed(session_id: str) -> ManagerClosed:
