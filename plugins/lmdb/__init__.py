@@ -6,7 +6,8 @@ Options (``torpor.open("lmdb", path=..., ...)``):
                          os.PathLike; created 0700, files 0600)
 ``map_size``             initial map size in bytes (default 64 MiB); grows on its own
 ``durability``           ``sync`` (default), ``nometasync`` or ``nosync``; see the guide
-``max_readers``          concurrent read transactions, all processes (default 126)
+``max_readers``          concurrent read transactions, all processes (default 126); one
+                         process uses at most half, further readers wait for a slot
 ``max_dbs``              named databases the environment can hold (default 128); each
                          namespace uses 11, so the default allows 11 namespaces
 ``namespace``            prefix of the named databases, so applications can share one
