@@ -32,6 +32,12 @@ class _Entry:
     size: int | None  # measured lazily, by torpor_stats: a deep size costs ~30 µs
 
 
+CAPABILITIES: frozenset[Capability] = frozenset(
+    {Capability.NATIVE_ITERATION, Capability.NATIVE_HIBERNATION, Capability.NATIVE_EXPIRY}
+)
+"""What every EtsLikeBackend claims; also its factory's static metadata."""
+
+
 class EtsLikeBackend:
     """In-process backend; see the module docstring."""
 
@@ -48,11 +54,7 @@ class EtsLikeBackend:
 
     # -- lifecycle ---------------------------------------------------------------
     def torpor_capabilities(self) -> Iterable[Capability]:
-        return (
-            Capability.NATIVE_ITERATION,
-            Capability.NATIVE_HIBERNATION,
-            Capability.NATIVE_EXPIRY,
-        )
+        return CAPABILITIES
 
     def torpor_close(self, urgent: bool) -> None:
         # Freeing a million live sessions takes longer than an urgent close may; the

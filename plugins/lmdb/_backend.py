@@ -47,6 +47,21 @@ Pair = tuple[str | bytes, bytes]
 _DEFAULT_LIMIT = 1 << 20  # max_session_bytes until torpor_open says otherwise
 
 
+CAPABILITIES: frozenset[Capability] = frozenset(
+    {
+        Capability.PERSISTENT,
+        Capability.MULTI_PROCESS,
+        Capability.ATOMIC_UPDATE,
+        Capability.NATIVE_ITERATION,
+        Capability.NATIVE_HIBERNATION,
+        Capability.NATIVE_EXPIRY,
+        Capability.SHARED_MAILBOX,
+        Capability.SECONDARY_INDEX,
+    }
+)
+"""What every LmdbBackend claims; also its factory's static metadata."""
+
+
 class LmdbBackend:
     """See the module docstring; build it with ``torpor.open("lmdb", path=...)``."""
 
@@ -97,16 +112,7 @@ class LmdbBackend:
 
     # -- lifecycle ---------------------------------------------------------------
     def torpor_capabilities(self) -> Iterable[Capability]:
-        return (
-            Capability.PERSISTENT,
-            Capability.MULTI_PROCESS,
-            Capability.ATOMIC_UPDATE,
-            Capability.NATIVE_ITERATION,
-            Capability.NATIVE_HIBERNATION,
-            Capability.NATIVE_EXPIRY,
-            Capability.SHARED_MAILBOX,
-            Capability.SECONDARY_INDEX,
-        )
+        return CAPABILITIES
 
     def torpor_open(self, clock: Clock, options: Mapping[str, Any]) -> None:
         self._store.limit = int(options.get("max_session_bytes") or _DEFAULT_LIMIT)

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-from torpor import Capability, backend_factory, check_backend_options, parse_int
+from torpor import backend_factory, check_backend_options, parse_int
 from torpor.errors import ConfigError, InvalidArgument
-from torpor.plugins.lmdb._backend import LmdbBackend
+from torpor.plugins.lmdb._backend import CAPABILITIES, LmdbBackend
 from torpor.plugins.lmdb._env import DURABILITY, EnvConfig
 from torpor.plugins.lmdb._layout import NAMES
 
@@ -29,17 +29,7 @@ _MAX_COUNT: Final = (1 << 31) - 1
 
 
 @backend_factory(
-    # What every LmdbBackend claims (the kit fails if the two ever disagree).
-    capabilities={
-        Capability.PERSISTENT,
-        Capability.MULTI_PROCESS,
-        Capability.ATOMIC_UPDATE,
-        Capability.NATIVE_ITERATION,
-        Capability.NATIVE_HIBERNATION,
-        Capability.NATIVE_EXPIRY,
-        Capability.SHARED_MAILBOX,
-        Capability.SECONDARY_INDEX,
-    },
+    capabilities=CAPABILITIES,
     # ``path`` names the environment's folder: the kit gives each test its own.
     storage_options={"path": "sessions"},
 )
