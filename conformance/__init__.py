@@ -23,14 +23,9 @@ as JSON.
 from pathlib import Path
 
 from torpor.conformance._areas import AREAS, Area
-from torpor.conformance._kit import (
-    MODEL_EXAMPLES,
-    STEP_MS,
-    Kit,
-    expect_raises,
-    expect_returns,
-)
+from torpor.conformance._kit import MODEL_EXAMPLES, STEP_MS, Kit
 from torpor.conformance._target import STORAGE, Target
+from torpor.conformance.helpers import expect_raises, expect_returns
 
 SUITE_DIR = Path(__file__).resolve().parent / "suite"
 

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torpor
 from torpor import Capability
 from torpor.conformance._target import Target
 
-__all__ = [
-    "MODEL_EXAMPLES",
-    "STEP_MS",
-    "Kit",
-    "blocked_consumer",
-    "expect_raises",
-    "expect_returns",
-    "wait_for_waiter",
-    "walk_peak_bytes",
-]
-
-_E = TypeVar("_E", bound=BaseException)
+__all__ = ["MODEL_EXAMPLES", "STEP_MS", "Kit"]
 
 MODEL_EXAMPLES = 25
 """Examples the state machine runs by default: about 1 s over the kit's start-up on
@@ -104,129 +90,6 @@ class Kit:
                 raise AssertionError(f"child process failed ({proc.returncode}):\n{err}")
             results.append(json.loads(out))
         return results
-
-
-def walk_peak_bytes(mgr: torpor.Manager, size: int, batch_size: int, data: dict[str, Any]) -> int:
-    """Fill ``mgr`` up to ``size`` sessions of ``data``, then return the peak Python
-    memory (tracemalloc) that walking ``sessions()`` once adds."""
-    import tracemalloc
-
-    for _ in range(size - len(mgr)):
-        mgr.create(data, timeout_ms=None)
-    tracemalloc.start()
-    try:
-        floor = tracemalloc.get_traced_memory()[0]
-        walked = sum(1 for _ in mgr.sessions(batch_size=batch_size))
-        peak = tracemalloc.get_traced_memory()[1] - floor
-    finally:
-        tracemalloc.stop()
-    if walked != size:
-        raise AssertionError(f"walked {walked} sessions, expected {size}")
-    return peak
-
-
-def wait_for_waiter(mgr: torpor.Manager, session_id: str, timeout_s: float = 10.0) -> None:
-    """Return once a consumer in this process is blocked in ``receive(session_id)``.
-
-    It polls for that condition itself, never for a duration, so a slow machine makes
-    it slower, not wrong."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while mgr.waiters(session_id) < 1:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no consumer blocked on {session_id!r} within {timeout_s} s")
-        time.sleep(0.001)
-
-
-def blocked_consumer(
-    mgr: torpor.Manager, session_id: str
-) -> tuple[threading.Thread, list[BaseException]]:
-    """Start a thread blocked in ``receive(session_id, timeout=30)`` and return once it
-    is; the list receives whatever the receive raised (empty if it returned)."""
-    outcome: list[BaseException] = []
-
-    def consume() -> None:
-        try:
-            mgr.receive(session_id, timeout=30)
-        except BaseException as exc:  # handed to the test, which asserts on it
-            outcome.append(exc)
-
-    thread = threading.Thread(target=consume)
-    thread.start()
-    wait_for_waiter(mgr, session_id)
-    return thread, outcome
-
-
-def expect_raises(
-    expected: type[_E],
-    call: Callable[..., Any],
-    /,
-    *args: Any,
-    what: str | None = None,
-    match: str | None = None,
-    **kwargs: Any,
-) -> _E:
-    """Call ``call(*args, **kwargs)``, which must raise ``expected`` (with a message
-    that ``match``, a regular expression, finds if given); return the exception.
-
-    Otherwise raise ``AssertionError`` naming the call and what it did instead::
-
-        mgr.save(copy read before the delete) returned Session(id='s', ...);
-        expected it to raise SessionNotFound
-
-    ``what`` names the call in that message (needed for a ``lambda``; by default the
-    function and its arguments).  One call per check: unlike a ``pytest.raises``
-    block around several calls, a failure always says which call it was.
-    """
-    label = what or _describe_call(call, args, kwargs)
-    try:
-        value = call(*args, **kwargs)
-    except expected as exc:
-        if match is not None and not re.search(match, str(exc)):
-            raise AssertionError(
-                f"{label} raised {type(exc).__name__}: {exc}; expected a message matching {match!r}"
-            ) from exc
-        return exc
-    except Exception as exc:
-        raise AssertionError(
-            f"{label} raised {type(exc).__name__}: {exc}; expected it to raise {expected.__name__}"
-        ) from exc
-    raise AssertionError(
-        f"{label} returned {_short(value)}; expected it to raise {expected.__name__}"
-    )
-
-
-def expect_returns(
-    expected: Any, call: Callable[..., Any], /, *args: Any, what: str | None = None, **kwargs: Any
-) -> Any:
-    """Call ``call(*args, **kwargs)``, which must return a value equal to ``expected``;
-    return that value.  Otherwise raise ``AssertionError`` naming the call (``what``, as
-    for :func:`expect_raises`) and what it returned or raised instead."""
-    label = what or _describe_call(call, args, kwargs)
-    try:
-        value = call(*args, **kwargs)
-    except Exception as exc:
-        raise AssertionError(
-            f"{label} raised {type(exc).__name__}: {exc}; expected it to return {_short(expected)}"
-        ) from exc
-    if value != expected:
-        raise AssertionError(f"{label} returned {_short(value)}; expected {_short(expected)}")
-    return value
-
-
-def _describe_call(call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    owner = getattr(call, "__self__", None)
-    name = getattr(call, "__name__", None) or repr(call)
-    if owner is not None and not isinstance(owner, type):
-        name = f"{type(owner).__name__}.{name}"
-    params = [_short(a, 60) for a in args] + [f"{k}={_short(v, 60)}" for k, v in kwargs.items()]
-    return f"{name}({', '.join(params)})"
-
-
-def _short(value: object, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def claims(mgr: torpor.Manager, *capabilities: Capability) -> bool:

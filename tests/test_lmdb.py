@@ -15,7 +15,7 @@ import pytest
 
 import torpor
 from torpor import Capability
-from torpor.conformance._kit import blocked_consumer, walk_peak_bytes
+from torpor.conformance.helpers import blocked_consumer, walk_peak_bytes
 
 lmdb = pytest.importorskip("lmdb")
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import pytest
 
 import torpor
 from torpor import codec
-from torpor.conformance._kit import blocked_consumer
+from torpor.conformance.helpers import blocked_consumer
 
 pytest.importorskip("lmdb")
 from torpor.plugins.lmdb import LmdbBackend, create_backend

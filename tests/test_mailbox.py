@@ -12,7 +12,7 @@ import pytest
 
 import torpor
 from torpor import SerializationError, SessionCancelled, SessionNotFound
-from torpor.conformance._kit import blocked_consumer, wait_for_waiter
+from torpor.conformance.helpers import blocked_consumer, wait_for_waiter
 
 
 def test_priority_first_fifo_per_lane(mgr: torpor.Manager) -> None:

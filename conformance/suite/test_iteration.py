@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from torpor.conformance._kit import Kit, walk_peak_bytes
+from torpor.conformance._kit import Kit
 from torpor.conformance._marks import kit_module
+from torpor.conformance.helpers import walk_peak_bytes
 
 
 def test_every_session_once(kit: Kit) -> None:

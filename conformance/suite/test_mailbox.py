@@ -11,8 +11,9 @@ from contextlib import contextmanager
 import pytest
 
 import torpor
-from torpor.conformance._kit import STEP_MS, Kit, blocked_consumer
+from torpor.conformance._kit import STEP_MS, Kit
 from torpor.conformance._marks import kit_module
+from torpor.conformance.helpers import blocked_consumer
 
 
 def test_priority_first_and_fifo_per_lane(kit: Kit) -> None:
