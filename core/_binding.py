@@ -17,7 +17,7 @@ The binding also checks the backend's claims: each optional data hook correspond
 a capability, and claiming one without the other is refused, because the conformance
 kit decides between native and fallback tests from the claims.  Capabilities the kit
 cannot test yet (``DISTRIBUTED``, ``TRANSACTIONS``) are refused outright: a claim has
-to be earned (DESIGN §11).
+to be earned (docs/contract.md §11).
 """
 
 from __future__ import annotations
@@ -202,9 +202,11 @@ class Binding:
             impl = impls[0]
             if tuple(impl.argnames) == argnames:
                 return cast(Callable[..., Any], impl.function)
-            keep = [i for i, a in enumerate(argnames) if a in impl.argnames]
+            # pluggy passes arguments by name: a method may take a subset of the
+            # hookspec's parameters, in any order.
+            order = [argnames.index(a) for a in impl.argnames]
             function = impl.function
-            return lambda *args: function(*(args[i] for i in keep))
+            return lambda *args: function(*(args[i] for i in order))
         return _dispatcher(caller, argnames)
 
     def call_all(self, name: str, **kwargs: Any) -> None:
