@@ -1,4 +1,4 @@
-"""The manager: every public call of DESIGN §4.
+"""The manager: every public call of docs/contract.md §3.
 
 The rules live in ``torpor._decisions`` (pure functions), the choice between a
 backend's native hooks and the core's fallbacks in ``torpor._binding``, walks and
@@ -61,7 +61,7 @@ from torpor.hookspecs import CANCEL, DELETE, EXPIRE, Removal
 __all__ = ["Manager", "SessionId"]
 
 SessionId = str | bytes
-"""A session id: a str, or its UTF-8 bytes (DESIGN §3)."""
+"""A session id: a str, or its UTF-8 bytes (docs/contract.md §2)."""
 
 log = logging.getLogger("torpor")
 
@@ -380,9 +380,12 @@ class Manager:
         except InvalidSessionId:
             return False
         try:
-            return self._live(sid) is not None
+            # Decodes the payload of a stored blob too, as len() and ids() do: a record
+            # whose data is damaged is not a session for any of them.
+            record = intact(self._b.fetch(sid), sid, self._max_bytes)
         except SerializationError:
-            return False  # damaged: not a session
+            return False
+        return record is not None and not record.is_expired(self._clock())
 
     @_gated
     def __len__(self) -> int:
