@@ -17,6 +17,13 @@ backend) and run as strict xfail.  After a run the plugin prints a capability ma
 (native / fallback / missing / failing per area), and ``--torpor-report`` writes it
 as JSON.
 
+Helpers for a backend's own tests, beside the kit (the kit's tests use them too) are
+in :mod:`torpor.conformance.helpers`: ``expect_raises`` and ``expect_returns`` (one
+call per check, and a failure that names the call), ``blocked_consumer`` and
+``wait_for_waiter`` (a consumer known to be blocked in ``receive``, without
+sleeping), ``walk_peak_bytes`` (the memory a walk holds).  What the kit checks is
+``docs/contract.md``.
+
 ``import torpor`` never imports this package's pytest plugin.
 """
 

@@ -6,7 +6,8 @@
 ...     sessions.get(s.id).data
 {'user': 'ada'}
 
-See docs/guide.md for the user guide and ``torpor.hookspecs`` for the backend contract.
+See docs/guide.md for the user guide, docs/contract.md for what every backend
+guarantees, and ``torpor.hookspecs`` (with docs/plugin-authors.md) for writing one.
 """
 
 from torpor import codec, errors, hookspecs, sample

@@ -51,7 +51,7 @@ class BackendStats:
 
     ``memory_bytes`` is the memory or storage the sessions take, and
     ``memory_method`` says how it was measured (e.g. ``"LMDB pages in use"``), so
-    that a figure never travels without its method (DESIGN §11, honest figures).
+    that a figure never travels without its method (docs/contract.md §11, honest figures).
     """
 
     memory_bytes: int | None = None

@@ -1,4 +1,4 @@
-"""Configuration resolution (DESIGN §4).
+"""Configuration resolution (docs/contract.md §3).
 
 Precedence, highest first: keyword arguments to ``torpor.open``, environment
 variables, a configuration file, defaults.

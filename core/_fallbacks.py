@@ -7,7 +7,7 @@ backend (native) or by one of these:
   delete under an in-process lock per session id (atomic within one process);
 * ``torpor_transact_batch`` missing -> :func:`each_transact`: one transaction per id;
 * ``torpor_iterate`` missing -> :func:`snapshot_walk`: a snapshot of the ids, then
-  fetch by id (DESIGN §6);
+  fetch by id (docs/contract.md §6);
 * ``torpor_mailbox`` missing -> :class:`LocalMailbox`: in-process mailboxes that the
   manager keeps in step with the records.
 

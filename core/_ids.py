@@ -1,4 +1,4 @@
-"""The UTF-8 session id rules (DESIGN §3) and id generation.
+"""The UTF-8 session id rules (docs/contract.md §2) and id generation.
 
 An id is a ``str`` of 1 to 255 bytes once encoded as UTF-8, free of control
 characters (C0, DEL and C1) and lone surrogates.  Nothing is normalised: NFC and NFD

@@ -1,7 +1,7 @@
 """From what a backend returned to ``Record`` values, and walks that survive bad data.
 
 Backends give back bytes or records exactly as stored; this module is where the core
-decides whether a value is an intact torpor record under its own key (DESIGN §11,
+decides whether a value is an intact torpor record under its own key (docs/contract.md §8,
 "damaged or foreign data").  Point reads (``get``, ``peek``, ``update``) raise a
 ``SerializationError`` naming the id; walks, counts, ``find`` and sweeps skip the value
 instead, log it once and count it, so that one bad record never stops them.
@@ -80,7 +80,7 @@ class DamageLog:
 
 def intact(value: object, key: str, limit: int) -> Record | None:
     """``as_record``, and for a stored blob also its data: a record whose payload does
-    not decode is damaged too (DESIGN §11).  Records an in-process backend holds were
+    not decode is damaged too (docs/contract.md §8).  Records an in-process backend holds were
     built by the manager and are not decoded again."""
     record = as_record(value, key)
     if record is not None and type(value) is not Record:

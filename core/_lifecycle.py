@@ -2,7 +2,7 @@
 
 Every public manager call passes the manager's :class:`CallGate`: it is refused with
 ``ManagerClosed`` once ``close()`` has begun, and counted while it runs so that
-``close()`` can wait for it (DESIGN §11, "lifecycle").  The count is a deque whose
+``close()`` can wait for it (docs/contract.md §9, "lifecycle").  The count is a deque whose
 ``append``/``pop`` are atomic under the GIL: two cheap calls on the hot path, no
 lock.  ``enter`` appends *before* it reads the closed flag and ``close`` sets the flag
 *before* it reads the count, so a call is either refused or waited for, never missed.

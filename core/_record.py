@@ -8,7 +8,10 @@ forms:
 * ``data``: the live ``dict``, for in-process backends that keep Python objects.
 
 Persistent backends store :attr:`Record.blob` and give the bytes back from ``fetch``;
-in-process backends may keep the record itself.
+in-process backends may keep the record itself.  A backend that indexes records
+reads them with :meth:`Record.of` (bytes or a record, checked) and
+:meth:`Record.session_data` (the data, live or hibernated), never by decoding the
+bytes itself; ``docs/plugin-authors.md`` ("Reading records") shows how.
 
 ``incarnation`` tells two lives of one id apart: ``create`` draws 63 random bits for
 it, and every later version of that session keeps it.  A session deleted (or expired)
@@ -25,6 +28,7 @@ from typing import Any, NamedTuple
 
 from torpor import codec
 from torpor._session import Session, make_session
+from torpor.errors import SerializationError
 
 __all__ = ["Record"]
 
@@ -33,6 +37,27 @@ _tuple_new = tuple.__new__
 
 class Record(NamedTuple):
     """One stored session.  Immutable; derive new records with the helpers.
+
+    Fields (the metadata is readable without decoding the data):
+
+    ``id``
+        the session id (a valid id: see ``docs/contract.md``, "Session ids").
+    ``created_at``, ``last_accessed``
+        milliseconds on the manager's clock.  ``last_accessed`` is what idleness
+        (``last_accessed < cutoff``) and expiry are measured from.
+    ``timeout_ms``
+        ``None``: never expires; else expired iff ``now - last_accessed >
+        timeout_ms`` (:meth:`is_expired`; :meth:`expires_at` is the last live ms).
+    ``version``
+        counts writes of the data (1 at create); touches, wakes, hibernation and
+        timeout changes keep it, so an index of the data need only be rebuilt when
+        ``version`` or ``incarnation`` changes.
+    ``hibernated``
+        the compact form: ``payload`` is compressed and ``data`` is None.
+    ``incarnation``
+        which life of the id this is (see the module docstring).
+    ``payload``, ``data``
+        the data, encoded and/or live: read it with :meth:`session_data`.
 
     Invariants (kept by the helpers, which are the only way the core builds records):
     at least one of ``payload`` and ``data`` is set, and a hibernated record has its
@@ -57,6 +82,52 @@ class Record(NamedTuple):
         ``SerializationError`` if it is not an intact torpor record."""
         meta, payload, _compressed = codec.decode_envelope(blob)
         return _tuple_new(cls, (*meta, payload, None))  # skips NamedTuple's Python __new__
+
+    @classmethod
+    def of(cls, value: Record | bytes | bytearray | memoryview, key: str | None = None) -> Record:
+        """The record in ``value``, which is what a backend keeps or gets back from its
+        engine: a ``Record`` as it is, stored bytes parsed (:meth:`from_blob`; the
+        data stays encoded).
+
+        ``SerializationError`` if ``value`` is not an intact torpor record, or, when
+        ``key`` is given (the id it is stored under), if the record names another id
+        (copied or written there by something else).  The manager treats such values as
+        damaged; an index should skip them."""
+        if isinstance(value, Record):
+            record = value
+        elif isinstance(value, bytes | bytearray | memoryview):
+            record = cls.from_blob(bytes(value))
+        else:
+            raise SerializationError(
+                f"a stored value must be a torpor Record or its bytes, not {type(value).__name__}"
+            )
+        if key is not None and record.id != key:
+            raise SerializationError(
+                f"the record stored under {key!r} names another id ({record.id!r})"
+            )
+        return record
+
+    def session_data(self, limit: int) -> dict[str, Any]:
+        """The session's data, whether this record is live or hibernated: for a backend
+        that indexes data fields (``torpor_find``) without decoding bytes itself.
+
+        Read-only: for a record that holds live ``data`` this *is* that dict (no copy),
+        which other records may share.  An encoded payload is decoded, inflating a
+        hibernated one to at most ``limit`` bytes (pass ``max_session_bytes``, which
+        ``torpor_open`` gets in its options).  ``SerializationError`` if the payload is
+        damaged or would inflate past ``limit``."""
+        if self.data is not None:
+            return self.data
+        assert self.payload is not None
+        what = f"stored data of session {self.id!r}"
+        raw = codec.decompress(self.payload, limit, what) if self.hibernated else self.payload
+        return codec.decode_data(raw, what)
+
+    def expires_at(self) -> int | None:
+        """The last millisecond at which the session is still alive (``last_accessed +
+        timeout_ms``), or None if it never expires: the key of an expiry index, which
+        ``torpor_expired_ids(now_ms, ...)`` reads below ``now_ms``."""
+        return None if self.timeout_ms is None else self.last_accessed + self.timeout_ms
 
     @property
     def blob(self) -> bytes:
@@ -83,6 +154,7 @@ class Record(NamedTuple):
         return codec.encode_trusted(self.data)
 
     def is_expired(self, now: int) -> bool:
+        """Expired iff it has a timeout and strictly more than that has passed."""
         return self.timeout_ms is not None and now - self.last_accessed > self.timeout_ms
 
     def check(self, limit: int) -> None:

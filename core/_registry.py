@@ -1,4 +1,4 @@
-"""Finding backends and extension plugins through entry points (DESIGN §8).
+"""Finding backends and extension plugins through entry points (docs/contract.md §11).
 
 Backends register under ``torpor.backends`` as ``name = "module:factory"``;
 ``factory(**options)`` returns the backend object.  First-party backends register

@@ -1,4 +1,4 @@
-"""Encoding of session data and of stored records (DESIGN §2).
+"""Encoding of session data and of stored records (docs/contract.md §1).
 
 Data is MessagePack (msgspec) and the hibernated form is zstd-compressed.  Both were
 picked by measurement on a 3 KB chat-like payload (see docs/design-decisions.md):

@@ -56,7 +56,7 @@ class TorporError(Exception):
 
 
 class InvalidSessionId(TorporError, ValueError):
-    """A session id breaks one of the id rules (DESIGN §3).
+    """A session id breaks one of the id rules (docs/contract.md §2).
 
     ``rule`` is a short machine-readable name (``"empty"``, ``"too_long"``,
     ``"control_character"``, ``"surrogate"``, ``"invalid_utf8"``, ``"type"``) and

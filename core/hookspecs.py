@@ -1,28 +1,65 @@
 """The backend contract: every hook a torpor plugin can implement.
 
-This module is the plugin author's reference.  A *backend* is a plain object whose
+This module is the plugin author's reference; ``docs/contract.md`` is what the
+manager promises users (and so what a backend must help keep), and
+``docs/plugin-authors.md`` is the tutorial.  A *backend* is a plain object whose
 methods are named after these hooks (decorating them with ``torpor.hookimpl`` is
-optional: any callable attribute starting with ``torpor_`` counts).  It is built by a
-factory registered under the entry-point group ``torpor.backends``.  The factory may
-declare, as static metadata read without calling it, the capabilities its backends
-claim and which of its options name storage (``torpor.backend_factory``,
-``torpor.describe_factory``): ``torpor backends`` lists them without opening
-anything, and the conformance kit gives each test its own storage from them.
+optional).  It is built by a factory registered under the entry-point group
+``torpor.backends``.  The factory may declare, as static metadata read without
+calling it, the capabilities its backends claim and which of its options name
+storage (``torpor.backend_factory``, ``torpor.describe_factory``): ``torpor
+backends`` lists them without opening anything, and the conformance kit gives each
+test its own storage from them.
 
 How the manager uses a backend
 ==============================
 
-The manager owns every rule of DESIGN.md: id validation, expiry, versions, the
+The manager owns every rule of the contract: id validation, expiry, versions, the
 hibernation criteria, size limits, encoding.  A backend only keeps
 :class:`torpor.Record` values and, optionally, indexes over them.  That split keeps
 the semantics identical on every engine, and makes a backend small:
 
 * **Required**: ``torpor_fetch``, ``torpor_store``, ``torpor_delete``, ``torpor_ids``.
   With only these four, every manager call works through the core's fallbacks.
-* **Optional**: each remaining data hook maps to a :class:`torpor.Capability`.  A
-  backend that implements one must claim the capability in ``torpor_capabilities``,
-  and the conformance kit then tests it natively.  Claiming a capability without the
-  hook (or the reverse) is refused when the manager opens.
+* **Optional, each a capability**: ``torpor_transact`` (``ATOMIC_UPDATE``),
+  ``torpor_iterate`` (``NATIVE_ITERATION``), ``torpor_idle_ids``
+  (``NATIVE_HIBERNATION``), ``torpor_expired_ids`` (``NATIVE_EXPIRY``),
+  ``torpor_find`` with ``torpor_create_index`` (``SECONDARY_INDEX``) and
+  ``torpor_mailbox`` (``SHARED_MAILBOX``, only with ``ATOMIC_UPDATE``).  A backend
+  that implements one must claim the capability in ``torpor_capabilities``, and the
+  conformance kit then tests it natively.  Claiming a capability without the hook
+  (or the reverse) is refused when the manager opens.
+* **Optional, no capability of their own**: ``torpor_capabilities``,
+  ``torpor_open``, ``torpor_close``, ``torpor_touch_resolution_ms``,
+  ``torpor_transact_batch`` (only with ``torpor_transact``), ``torpor_count``,
+  ``torpor_stats``; and ``torpor_event`` for observers.
+
+Writing the methods
+===================
+
+* Every *callable* attribute whose name starts with ``torpor_`` is taken for a hook
+  implementation, decorated or not.  A name that is not one of the hooks below is
+  refused when the manager opens (``ConfigError``: "unknown hook"), because it is
+  almost always a typo; name your own helpers otherwise.
+* Parameters are matched by name (pluggy passes arguments as keywords, and the
+  manager's direct path passes them in the hookspec's order): use exactly the
+  hookspec's parameter names, in its order.  A parameter you do not need may be left
+  out (``def torpor_close(self)``); a name the hookspec does not have is refused at
+  open.
+* ``torpor.hookimpl`` is needed only for options: ``wrapper=True`` (extension
+  plugins), ``tryfirst``/``trylast``.
+
+Reading records
+===============
+
+A backend that indexes what it stores reads records through the public helpers,
+never by decoding bytes itself: ``Record.of(value, key)`` turns what it keeps (a
+``Record`` or the stored bytes) into a ``Record``, raising ``SerializationError`` for
+a value that is not an intact record of ``key``; the metadata fields
+(``last_accessed``, ``hibernated``, ``timeout_ms``, ``version``, ``incarnation``,
+:meth:`Record.expires_at`) are then plain attributes, and
+:meth:`Record.session_data` gives the data dict of a live or hibernated record
+(bounded by ``max_session_bytes``, from ``torpor_open``'s options).
 
 Values a backend gives back
 ===========================
@@ -64,7 +101,8 @@ still has the given incarnation.  Together these make sure that no message outli
 its session, none reaches a later session with the same id, and none is dropped from
 a live one.  Cleaning up must cost what the removed session's own messages cost,
 never a scan of other sessions' data.  Without ``SHARED_MAILBOX`` the core does all
-of this itself with an in-process mailbox.
+of this itself with an in-process mailbox.  ``torpor.Mailbox`` says what each of a
+mailbox's methods returns, raises and waits for.
 
 Errors
 ======
@@ -164,8 +202,9 @@ def torpor_open(clock: Clock, options: Mapping[str, Any]) -> None:
     """The manager has registered the backend and is about to use it.
 
     Optional.  ``clock`` is the manager's clock (milliseconds); ``options`` the
-    resolved manager options (read-only).  Raise ``BackendUnavailable`` if the engine
-    cannot be reached.
+    resolved manager options (read-only; ``max_session_bytes`` is the ``limit`` to
+    pass to :meth:`Record.session_data`).  Raise ``BackendUnavailable`` if the engine
+    cannot be reached: the open fails, and the manager calls ``torpor_close``.
     """
 
 
@@ -212,7 +251,9 @@ def torpor_store(record: Record) -> None:
     right (under ``torpor_transact``, or under its own lock when the backend has no
     such hook).  Keep either ``record.blob`` (bytes) or the record itself.  A write
     is acknowledged when this returns: it must then survive whatever the backend's
-    durability promises.
+    durability promises.  A backend with indexes updates them here, with the record
+    (a store is also how a session is touched, hibernated, woken, rewritten and
+    replaced by a new incarnation).
     """
 
 
@@ -292,19 +333,27 @@ def torpor_iterate(  # type: ignore[empty-body]
 
 @hookspec(firstresult=True)
 def torpor_idle_ids(cutoff_ms: int, limit: int) -> Sequence[str]:  # type: ignore[empty-body]
-    """Ids of active sessions with ``last_accessed < cutoff_ms``, oldest first, at most
-    ``limit``.  Capability ``NATIVE_HIBERNATION``.
+    """Ids of active (not hibernated) sessions with ``last_accessed < cutoff_ms``,
+    oldest first, at most ``limit``.  Capability ``NATIVE_HIBERNATION``.
 
     Answered from an index ordered by last access, so the cost follows the number of
     idle sessions, not the size of the store.  The manager re-checks each candidate
-    under ``torpor_transact`` before hibernating it, so a stale answer is harmless.
+    under ``torpor_transact`` before hibernating it, so a stale answer is harmless,
+    but a missing one is not: ``limit`` counts the ids returned, after any filtering
+    (an index that cuts at ``limit`` first and then drops hibernated or stale entries
+    returns too few, and sweeps stop early).  The manager calls it again for each
+    batch, with a ``limit`` larger than its batch once it has passed over candidates
+    that no longer qualify.  A session woken (stored active again) must be back in
+    the index.
     """
 
 
 @hookspec(firstresult=True)
 def torpor_expired_ids(now_ms: int, limit: int) -> Sequence[str]:  # type: ignore[empty-body]
-    """Ids of sessions with ``last_accessed + timeout_ms < now_ms``, at most ``limit``.
-    Capability ``NATIVE_EXPIRY``.  Re-checked by the manager like ``torpor_idle_ids``.
+    """Ids of sessions with ``last_accessed + timeout_ms < now_ms`` (that is
+    ``Record.expires_at() < now_ms``), at most ``limit`` counted after filtering.
+    Capability ``NATIVE_EXPIRY``.  Re-checked and paged by the manager like
+    ``torpor_idle_ids``; hibernated sessions expire too.
     """
 
 
@@ -323,16 +372,23 @@ def torpor_find(
 ) -> Sequence[tuple[str | bytes, Record | bytes]] | None:
     """``(key, value)`` pairs of the records whose ``data[field] == value`` for every
     item of ``criteria``.  Capability ``SECONDARY_INDEX``.  May include expired records
-    and false positives (the manager re-checks every candidate).  Return None when no
-    criterion is indexed: the manager then scans in batches, which a backend must not
-    do in one transaction.
+    and false positives (the manager re-checks every candidate), but must not miss a
+    match.  Return None when no criterion is indexed: the manager then scans in
+    batches, which a backend must not do in one transaction.
+
+    The index follows the records in the transaction that changes them: entries for
+    the new data on every store that changes ``version`` or ``incarnation`` (create,
+    update, save, and a create over an expired session), none left behind by a
+    removal.  Equal values in Python's sense (``1 == 1.0 == True``) must find each
+    other: key the index with ``torpor.indexing.canonical_key``.
     """
 
 
 @hookspec(firstresult=True)
 def torpor_create_index(field: str) -> None:
-    """Index ``data[field]`` so that ``torpor_find`` answers through it.  Capability
-    ``SECONDARY_INDEX`` (implemented together with ``torpor_find``).  Idempotent."""
+    """Index ``data[field]`` so that ``torpor_find`` answers through it, sessions
+    already stored included.  Capability ``SECONDARY_INDEX`` (implemented together
+    with ``torpor_find``).  Idempotent."""
 
 
 @hookspec(firstresult=True)

@@ -45,7 +45,7 @@ Lengths and counts are 8-byte big-endian integers, so no two different forms
 concatenate to the same bytes.  The form is part of what a persistent backend keeps on
 disk: it will not change within a major version of torpor (``KEY_FORMAT`` names it).
 
-Every value a session can hold (DESIGN §2) has a key; :func:`canonical_key` never
+Every value a session can hold (docs/contract.md §1) has a key; :func:`canonical_key` never
 raises for one.  For anything else (a ``set``, an object, data nested deeper than
 ``MAX_DEPTH`` containers or containing itself) it raises ``TypeError`` or
 ``ValueError``, and a backend should then not use its index for that criterion (the

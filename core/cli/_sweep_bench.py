@@ -4,7 +4,7 @@ and what ``cleanup_expired()`` costs per removed session as the store grows.
 Both are checked here, in a benchmark a person runs, never in a timed unit test:
 
 * ``close(urgent=True)`` returns in under ``URGENT_CLOSE_LIMIT_MS`` while the sweeper is
-  in the middle of a hibernation sweep and of an expiry sweep (DESIGN §7, §11);
+  in the middle of a hibernation sweep and of an expiry sweep (docs/contract.md §9);
 * the cost of ``cleanup_expired()`` per removed session at the largest size is within
   ``CLEANUP_RATIO_LIMIT`` times its cost at the smallest (no quadratic deletes).
 

@@ -11,7 +11,7 @@ LMDB's rules, and how this module keeps them:
   be mapped (no memory or address space), LMDB has already dropped the old map: the
   environment is closed and reopened at its previous size, and the write fails with
   ``BackendUnavailable``; later reads, and writes that fit, keep working.
-* *Closing never waits for a transaction* (DESIGN §7: ``close(urgent=True)`` returns
+* *Closing never waits for a transaction* (docs/contract.md §9: ``close(urgent=True)`` returns
   within 100 ms): a close that finds transactions of this process still running (a
   slow ``update`` function, a write queued behind another process's writer lock)
   refuses new ones and leaves the actual ``mdb_env_close`` to the last one to leave
