@@ -32,6 +32,9 @@ AREAS: dict[str, Area] = {
         Area("find", "find() and create_index()", Capability.SECONDARY_INDEX, True),
         Area("persistence", "reopen keeps everything", Capability.PERSISTENT, False),
         Area("multiprocess", "several processes at once", Capability.MULTI_PROCESS, False),
+        Area(
+            "damaged", "foreign and damaged stored values: skipped, counted, removable", None, True
+        ),
         Area("model", "hypothesis state machine against a plain model", None, True),
     )
 }

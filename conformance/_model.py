@@ -1,16 +1,23 @@
 """A plain, obviously-correct model of one store, for the state machine.
 
-It is written from DESIGN.md alone, as dictionaries and arithmetic, sharing no code
-with the manager: if both agree over thousands of random steps, the backend (and the
-core's handling of it) keep the contract.
+It is written from the contract (docs/contract.md) alone, as dictionaries and
+arithmetic, sharing no code with the manager: if both agree over thousands of random
+steps, the backend (and the core's handling of it) keep the contract.
+:func:`check_counts` holds a manager's every report of its size against the figures
+they must show (the model's, or a test's own).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Model", "ModelSession"]
+if TYPE_CHECKING:
+    import torpor
+
+__all__ = ["Counts", "Model", "ModelSession", "check_counts"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +110,64 @@ class Model:
         for sid in expired:
             del self.stored[sid]
         return len(expired)
+
+    def set_timeout(self, sid: str, timeout: int | None, now: int) -> bool:
+        """A new timeout, measured from the last access as before; no touch, and the
+        version stays (it counts writes of the data)."""
+        self.drop_if_expired(sid, now)
+        s = self.stored.get(sid)
+        if s is None:
+            return False
+        self.stored[sid] = replace(s, timeout_ms=timeout)
+        return True
+
+    def find(self, criteria: dict[str, Any], now: int) -> set[str]:
+        """Live sessions whose data equals every criterion, by Python's ``==``."""
+        return {
+            sid
+            for sid, s in self.stored.items()
+            if not s.expired(now)
+            and all(field in s.data and s.data[field] == value for field, value in criteria.items())
+        }
+
+    def counts(self, now: int) -> Counts:
+        """What ``len()``, ``ids()`` and ``stats()`` must say about the store."""
+        live = [s for s in self.stored.values() if not s.expired(now)]
+        asleep = sum(s.hibernated for s in live)
+        pending = len(self.stored) - len(live)
+        return Counts(len(live), len(live) - asleep, asleep, pending, len(self.stored))
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A store's size, every way it is reported: ``len()`` and ``ids()`` count
+    ``sessions`` (active + hibernated); ``stored`` adds the expired records no call
+    has removed yet (``expired_pending``)."""
+
+    sessions: int
+    active: int
+    hibernated: int
+    expired_pending: int
+    stored: int
+
+
+def check_counts(mgr: torpor.Manager, want: Counts, live: Collection[str], when: str) -> None:
+    """``ids()`` yields each of ``live`` once and nothing else, and ``len()`` and
+    ``stats()`` agree with ``want`` (and report nothing damaged).  ``when`` names the
+    step in a failure."""
+    walked = list(mgr.ids())
+    twice = sorted(sid for sid, n in Counter(walked).items() if n > 1)
+    assert not twice, f"after {when}: ids() yielded {twice} more than once"
+    assert set(walked) == set(live), (
+        f"after {when}: ids() missed {sorted(set(live) - set(walked))}, "
+        f"yielded unexpected {sorted(set(walked) - set(live))}"
+    )
+    size = len(mgr)
+    assert size == want.sessions, f"after {when}: len() is {size}, not {want.sessions}"
+    stats = mgr.stats()
+    got = Counts(
+        stats.sessions, stats.active, stats.hibernated, stats.expired_pending, stats.stored
+    )
+    assert (got, stats.damaged) == (want, 0), (
+        f"after {when}: stats() {got} (damaged={stats.damaged}); expected {want}"
+    )

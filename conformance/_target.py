@@ -34,6 +34,11 @@ class Target:
 
     ``deviations`` maps kit test names to the reason the backend is known to fail
     them.  They run as strict xfail: a fix that makes one pass is reported too.
+
+    The backend object may also offer ``conformance_plant(key: bytes, value: bytes)``,
+    which writes a raw value into its storage as another program would; with it the
+    kit checks that foreign and damaged data is skipped and counted (area
+    ``damaged``), without it those tests skip.  It is a plain method, not a hook.
     """
 
     backend: str | None = None

@@ -124,8 +124,13 @@ def torpor_profile(
     backend = torpor_target.make_backend(tmp_path_factory.mktemp("probe"))
     deviations = torpor_target.declared_deviations(backend)
     unknown = sorted(set(deviations) - set(KIT_TESTS))
-    with torpor.open(backend, sweeper=False) as mgr:
-        capabilities = mgr.capabilities
+    try:
+        with torpor.open(backend, sweeper=False) as mgr:
+            capabilities = mgr.capabilities
+    except TorporError as exc:
+        # E.g. a claim the kit has no test for (DISTRIBUTED, TRANSACTIONS): the kit
+        # must not pass a backend whose claims it cannot check (docs/contract.md §11).
+        _refuse(f"{torpor_target.label}: {exc}")
     if unknown:
         _refuse(f"deviations name no kit test: {unknown}")
     declared = metadata.capabilities if metadata is not None else None

@@ -35,3 +35,14 @@ class MinimalBackend:
     def torpor_ids(self) -> list[str | bytes]:
         with self.lock:
             return list(self.blobs)
+
+    def conformance_plant(self, key: bytes, value: bytes) -> None:
+        """For the conformance kit: store ``value`` under ``key`` as something else
+        sharing the store would, unchecked.  A UTF-8 key is kept as ``str``, like the
+        ids the hooks get; any other as ``bytes``, as ``torpor_ids`` may return it."""
+        try:
+            stored: str | bytes = key.decode("utf-8")
+        except UnicodeDecodeError:
+            stored = key
+        with self.lock:
+            self.blobs[stored] = value  # type: ignore[index]

@@ -1,4 +1,5 @@
-"""Create, read, update, save, touch, delete; the errors of DESIGN §4."""
+"""Create, read, update, save, touch, delete, and their errors (docs/contract.md,
+"The manager")."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torpor
 from torpor.conformance._kit import STEP_MS, Kit
 from torpor.conformance._marks import kit_module
+from torpor.conformance.helpers import expect_raises, expect_returns
 
 
 def test_create_get_peek_round_trip(kit: Kit) -> None:
@@ -43,8 +45,7 @@ def test_data_is_never_shared(kit: Kit) -> None:
 def test_create_with_an_id_in_use(kit: Kit) -> None:
     mgr = kit.open()
     mgr.create({"first": True}, session_id="taken")
-    with pytest.raises(torpor.SessionExists):
-        mgr.create({"second": True}, session_id="taken")
+    expect_raises(torpor.SessionExists, mgr.create, {"second": True}, session_id="taken")
     assert mgr.peek("taken").data == {"first": True}  # type: ignore[union-attr]
 
 
@@ -65,8 +66,9 @@ def test_update_and_versions(kit: Kit) -> None:
     mgr.touch(s.id)
     mgr.set_timeout(s.id, 10**9)
     assert mgr.peek(s.id).version == 2  # type: ignore[union-attr]  # no data written
-    with pytest.raises(torpor.SessionNotFound):
-        mgr.update("absent", lambda d: d)
+    expect_raises(
+        torpor.SessionNotFound, mgr.update, "absent", lambda d: d, what="mgr.update('absent', fn)"
+    )
 
 
 def test_update_that_raises_changes_nothing(kit: Kit) -> None:
@@ -77,10 +79,14 @@ def test_update_that_raises_changes_nothing(kit: Kit) -> None:
         data["n"] = 2
         raise KeyError("mine")
 
-    with pytest.raises(KeyError, match="mine"):
-        mgr.update(s.id, fail)
-    with pytest.raises(torpor.SerializationError):
-        mgr.update(s.id, lambda d: {"n": {3}})
+    expect_raises(KeyError, mgr.update, s.id, fail, match="mine")
+    expect_raises(
+        torpor.SerializationError,
+        mgr.update,
+        s.id,
+        lambda d: {"n": {3}},
+        what="mgr.update(id, fn returning a set)",
+    )
     after = mgr.peek(s.id)
     assert after is not None and after.data == {"n": 1} and after.version == 1
 
@@ -92,8 +98,7 @@ def test_save_is_optimistic(kit: Kit) -> None:
     assert a is not None and b is not None
     first = dataclasses.replace(a, data={"n": "a"})
     assert mgr.save(first).version == 2
-    with pytest.raises(torpor.Conflict):
-        mgr.save(b)
+    expect_raises(torpor.Conflict, mgr.save, b, what="mgr.save(copy read before another save)")
     assert mgr.peek(s.id).data == {"n": "a"}  # type: ignore[union-attr]
 
 
@@ -102,8 +107,9 @@ def test_save_never_resurrects(kit: Kit) -> None:
     s = mgr.create({"n": 0})
     copy = mgr.get(s.id)
     assert copy is not None and mgr.delete(s.id)
-    with pytest.raises(torpor.SessionNotFound):
-        mgr.save(copy)
+    expect_raises(
+        torpor.SessionNotFound, mgr.save, copy, what="mgr.save(copy read before the delete)"
+    )
     assert mgr.peek(s.id) is None and s.id not in mgr and list(mgr.ids()) == []
 
 
@@ -111,15 +117,17 @@ def test_touch_set_timeout_delete(kit: Kit) -> None:
     mgr = kit.open()
     s = mgr.create({}, timeout_ms=100)
     kit.clock.advance(60)
-    assert mgr.touch(s.id)
+    expect_returns(True, mgr.touch, s.id)
     kit.clock.advance(60)
     assert s.id in mgr
     stamp = mgr.peek(s.id).last_accessed  # type: ignore[union-attr]
     kit.clock.advance(10)
-    assert mgr.set_timeout(s.id, None)
+    expect_returns(True, mgr.set_timeout, s.id, None)
     assert mgr.peek(s.id).last_accessed == stamp  # type: ignore[union-attr]
-    assert mgr.delete(s.id) is True and mgr.delete(s.id) is False
-    assert not mgr.touch(s.id) and not mgr.set_timeout(s.id, 5)
+    expect_returns(True, mgr.delete, s.id)
+    expect_returns(False, mgr.delete, s.id, what="a second mgr.delete(id)")
+    expect_returns(False, mgr.touch, s.id, what="mgr.touch(deleted id)")
+    expect_returns(False, mgr.set_timeout, s.id, 5, what="mgr.set_timeout(deleted id, 5)")
     assert len(mgr) == 0
 
 
@@ -130,18 +138,27 @@ def test_touch_set_timeout_delete(kit: Kit) -> None:
 )  # fmt: skip
 def test_unencodable_data_stores_nothing(kit: Kit, bad: dict) -> None:  # type: ignore[type-arg]
     mgr = kit.open()
-    with pytest.raises(torpor.SerializationError):
-        mgr.create(bad, session_id="victim")
+    expect_raises(torpor.SerializationError, mgr.create, bad, session_id="victim")
     assert "victim" not in mgr and len(mgr) == 0
 
 
 def test_size_limit(kit: Kit) -> None:
     mgr = kit.open(max_session_bytes=8192)
     ok = mgr.create({"x": "a" * 7000})
-    with pytest.raises(torpor.SessionTooLarge):
-        mgr.create({"x": "a" * 9000}, session_id="huge")
-    with pytest.raises(torpor.SessionTooLarge):
-        mgr.update(ok.id, lambda d: {"x": "b" * 9000})
+    expect_raises(
+        torpor.SessionTooLarge,
+        mgr.create,
+        {"x": "a" * 9000},
+        session_id="huge",
+        what="mgr.create(9000 bytes of data)",
+    )
+    expect_raises(
+        torpor.SessionTooLarge,
+        mgr.update,
+        ok.id,
+        lambda d: {"x": "b" * 9000},
+        what="mgr.update(id, fn returning 9000 bytes of data)",
+    )
     assert "huge" not in mgr and mgr.peek(ok.id).data == {"x": "a" * 7000}  # type: ignore[union-attr]
 
 
@@ -161,28 +178,36 @@ def test_closed_manager(kit: Kit) -> None:
     mgr = kit.open()
     s = mgr.create({})
     mgr.close()
-    with pytest.raises(torpor.ManagerClosed):
-        mgr.get(s.id)
+    expect_raises(torpor.ManagerClosed, mgr.get, s.id)
 
 
 def test_a_stale_copy_never_overwrites_a_re_created_session(kit: Kit) -> None:
-    # DESIGN §11, incarnation: same id, same version, but another life of the id.
+    # Incarnations (docs/contract.md): same id, same version, but another life of the id.
     mgr = kit.open()
     old = mgr.create({"owner": "ada"}, session_id="acct")
     assert mgr.delete("acct")
     new = mgr.create({"owner": "bob"}, session_id="acct")
     assert (new.version, new.created_at) == (old.version, old.created_at)  # same ms here
     assert new.incarnation != old.incarnation
-    with pytest.raises(torpor.SessionNotFound, match="created again"):
-        mgr.save(dataclasses.replace(old, data={"owner": "eve"}))
+    expect_raises(
+        torpor.SessionNotFound,
+        mgr.save,
+        dataclasses.replace(old, data={"owner": "eve"}),
+        what="mgr.save(copy of the deleted incarnation)",
+        match="created again",
+    )
     assert mgr.peek("acct").data == {"owner": "bob"}  # type: ignore[union-attr]
     # Expired and taken over by create: the same rule.
     kit.clock.advance(10 * STEP_MS)
     mgr.set_timeout("acct", 1)
     kit.clock.advance(2)
     again = mgr.create({"owner": "cy"}, session_id="acct")
-    with pytest.raises(torpor.SessionNotFound):
-        mgr.save(dataclasses.replace(new, data={"owner": "eve"}))
+    expect_raises(
+        torpor.SessionNotFound,
+        mgr.save,
+        dataclasses.replace(new, data={"owner": "eve"}),
+        what="mgr.save(copy of the expired incarnation)",
+    )
     assert mgr.peek("acct") == dataclasses.replace(again, last_accessed=again.last_accessed)
 
 
@@ -194,8 +219,7 @@ def test_a_stale_copy_never_overwrites_a_re_created_session(kit: Kit) -> None:
 def test_update_must_return_a_dict(kit: Kit, fn: object) -> None:
     mgr = kit.open()
     s = mgr.create({"n": 1})
-    with pytest.raises(torpor.SerializationError, match="dict"):
-        mgr.update(s.id, fn)  # type: ignore[arg-type]
+    expect_raises(torpor.SerializationError, mgr.update, s.id, fn, match="dict")
     got = mgr.peek(s.id)
     assert got is not None and got.data == {"n": 1} and got.version == 1
 
@@ -204,57 +228,58 @@ def test_calling_the_manager_from_update_is_refused_at_once(kit: Kit) -> None:
     mgr = kit.open()
     a = mgr.create({"n": 1})
     b = mgr.create({"n": 2})
-    for call in (
-        lambda: mgr.get(a.id),  # the same id: a deadlock on a lock-per-id backend
-        lambda: mgr.get(b.id),
-        lambda: mgr.update(b.id, lambda d: d),
-        lambda: len(mgr),
-        mgr.close,  # would otherwise wait for the update that calls it
-        kit.open,  # a second manager on the same storage: an engine lock held by fn
+    for name, call in (
+        ("mgr.get(same id)", lambda: mgr.get(a.id)),  # a deadlock on a lock-per-id backend
+        ("mgr.get(other id)", lambda: mgr.get(b.id)),
+        ("mgr.update(other id)", lambda: mgr.update(b.id, lambda d: d)),
+        ("len(mgr)", lambda: len(mgr)),
+        ("mgr.close()", mgr.close),  # would otherwise wait for the update that calls it
+        ("torpor.open(same storage)", kit.open),  # an engine lock held by fn
     ):
 
         def fn(d: dict[str, object], call: object = call) -> dict[str, object]:
             call()  # type: ignore[operator]
             return {"changed": True}
 
-        with pytest.raises(torpor.ReentrantCall):
-            mgr.update(a.id, fn)
+        expect_raises(
+            torpor.ReentrantCall, mgr.update, a.id, fn, what=f"mgr.update(id, fn calling {name})"
+        )
     assert mgr.peek(a.id).data == {"n": 1}  # type: ignore[union-attr]
     assert mgr.get(b.id) is not None and not mgr.closed  # nothing is left locked
 
 
-@pytest.mark.parametrize(
-    ("call", "argument"),
-    [
-        (lambda m, s: m.receive(s, timeout=-1), "timeout"),
-        (lambda m, s: m.receive(s, timeout=float("nan")), "timeout"),
-        (lambda m, s: m.receive(s, timeout=float("inf")), "timeout"),
-        (lambda m, s: m.receive(s, timeout="1"), "timeout"),
-        (lambda m, s: m.receive(s, max_messages=0), "max_messages"),
-        (lambda m, s: m.receive(s, max_messages=True), "max_messages"),
-        (lambda m, s: m.set_timeout(s, -5), "timeout_ms"),
-        (lambda m, s: m.set_timeout(s, 1.5), "timeout_ms"),
-        (lambda m, s: m.create({}, timeout_ms=float("inf")), "timeout_ms"),
-        (lambda m, s: m.create({}, timeout_ms=2**62), "timeout_ms"),
-        (lambda m, s: m.update(s, None), "fn"),
-        (lambda m, s: list(m.ids(batch_size=0)), "batch_size"),
-        (lambda m, s: m.find(), "criteria"),
-    ],
-)
-def test_bad_arguments_are_invalid_argument(kit: Kit, call: object, argument: str) -> None:
+_BAD_ARGUMENTS = {
+    "receive(timeout=-1)": (lambda m, s: m.receive(s, timeout=-1), "timeout"),
+    "receive(timeout=nan)": (lambda m, s: m.receive(s, timeout=float("nan")), "timeout"),
+    "receive(timeout=inf)": (lambda m, s: m.receive(s, timeout=float("inf")), "timeout"),
+    "receive(timeout='1')": (lambda m, s: m.receive(s, timeout="1"), "timeout"),
+    "receive(max_messages=0)": (lambda m, s: m.receive(s, max_messages=0), "max_messages"),
+    "receive(max_messages=True)": (lambda m, s: m.receive(s, max_messages=True), "max_messages"),
+    "set_timeout(-5)": (lambda m, s: m.set_timeout(s, -5), "timeout_ms"),
+    "set_timeout(1.5)": (lambda m, s: m.set_timeout(s, 1.5), "timeout_ms"),
+    "create(timeout_ms=inf)": (lambda m, s: m.create({}, timeout_ms=float("inf")), "timeout_ms"),
+    "create(timeout_ms=2**62)": (lambda m, s: m.create({}, timeout_ms=2**62), "timeout_ms"),
+    "update(id, None)": (lambda m, s: m.update(s, None), "fn"),
+    "ids(batch_size=0)": (lambda m, s: list(m.ids(batch_size=0)), "batch_size"),
+    "find()": (lambda m, s: m.find(), "criteria"),
+}
+
+
+@pytest.mark.parametrize("what", list(_BAD_ARGUMENTS))
+def test_bad_arguments_are_invalid_argument(kit: Kit, what: str) -> None:
+    call, argument = _BAD_ARGUMENTS[what]
     mgr = kit.open()
     s = mgr.create({})
-    with pytest.raises(torpor.InvalidArgument) as caught:
-        call(mgr, s.id)  # type: ignore[operator]
-    assert caught.value.argument == argument
-    assert isinstance(caught.value, ValueError)
+    caught = expect_raises(torpor.InvalidArgument, call, mgr, s.id, what=f"mgr.{what}")
+    assert caught.argument == argument, f"mgr.{what} named {caught.argument!r}, not {argument!r}"
+    assert isinstance(caught, ValueError)
 
 
 def test_a_huge_finite_timeout_waits_without_overflow(kit: Kit) -> None:
     mgr = kit.open()
     s = mgr.create({})
     mgr.send(s.id, "ready")
-    assert mgr.receive(s.id, timeout=1e300) == ["ready"]  # a message: no wait at all
+    expect_returns(["ready"], mgr.receive, s.id, timeout=1e300)  # a message: no wait at all
 
 
 kit_module(globals(), "crud")

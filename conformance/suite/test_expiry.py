@@ -1,12 +1,12 @@
-"""Expiry at its exact boundary, on the kit's manual clock (DESIGN §2)."""
+"""Expiry at its exact boundary, on the kit's manual clock (docs/contract.md §1)."""
 
 from __future__ import annotations
-
-import pytest
 
 import torpor
 from torpor.conformance._kit import STEP_MS, Kit
 from torpor.conformance._marks import kit_module
+from torpor.conformance._model import Counts, check_counts
+from torpor.conformance.helpers import expect_raises, expect_returns
 
 
 def test_boundary_is_strict(kit: Kit) -> None:
@@ -26,10 +26,8 @@ def test_expired_is_missing_for_every_call(kit: Kit) -> None:
     copy = mgr.peek(s.id)
     assert copy is not None
     kit.clock.advance(11)
-    with pytest.raises(torpor.SessionNotFound):
-        mgr.update(s.id, lambda d: d)
-    with pytest.raises(torpor.SessionNotFound):
-        mgr.save(copy)
+    expect_raises(torpor.SessionNotFound, mgr.update, s.id, lambda d: d)
+    expect_raises(torpor.SessionNotFound, mgr.save, copy, what="save() of an expired session")
     assert not mgr.touch(s.id) and not mgr.set_timeout(s.id, None)
     assert list(mgr.ids()) == [] and list(mgr.sessions()) == [] and mgr.find(n=1) == []
     again = mgr.create({"n": 2}, session_id=s.id)
@@ -71,6 +69,79 @@ def test_set_timeout_moves_the_deadline(kit: Kit) -> None:
     assert s.id in mgr and mgr.cleanup_expired() == 0
     assert mgr.set_timeout(s.id, STEP_MS)
     assert s.id not in mgr and mgr.cleanup_expired() == 1
+
+
+def test_cleanup_goes_past_one_batch(kit: Kit) -> None:
+    # Batches of 7, expired sessions interleaved with live ones in every order a store
+    # may keep (creation, deadline, hibernated or not).
+    mgr = kit.open(sweep_batch_size=7)
+    kinds: dict[str, list[str]] = {"short": [], "long": [], "never": []}
+    timeouts = {"short": STEP_MS, "long": 3 * STEP_MS, "never": None}
+    for i in range(84):
+        kind = ("short", "long", "never")[i % 3]
+        kinds[kind].append(mgr.create({"i": i}, timeout_ms=timeouts[kind]).id)
+    kit.clock.advance(STEP_MS + 1)
+    expect_returns(28, mgr.cleanup_expired, what="cleanup_expired() of 28 among 84")
+    expect_returns(0, mgr.cleanup_expired, what="a second cleanup_expired()")
+    survivors = kinds["long"] + kinds["never"]
+    check_counts(mgr, Counts(56, 56, 0, 0, 56), survivors, "cleanup_expired")
+    expect_returns(56, mgr.hibernate_idle, STEP_MS)
+    kept = kinds["long"][::4]
+    for sid in kept:
+        mgr.get(sid)  # woken and refreshed: outlives the other long ones
+    kit.clock.advance(2 * STEP_MS + 1)
+    expect_returns(21, mgr.cleanup_expired, what="cleanup_expired() of 21 hibernated among 56")
+    check_counts(mgr, Counts(35, 7, 28, 0, 35), kept + kinds["never"], "cleanup_expired")
+
+
+def test_maintenance_goes_past_one_batch(kit: Kit) -> None:
+    mgr = kit.open(sweep_batch_size=7, hibernate_after_ms=2 * STEP_MS)
+    short = [mgr.create({"i": i}, timeout_ms=STEP_MS).id for i in range(21)]
+    never = [mgr.create({"i": i}, timeout_ms=None).id for i in range(21)]
+    for i in range(0, 21, 2):  # interleave: rewrite every other one in the other group
+        mgr.update(short[i], lambda d: {**d, "x": 1})
+        mgr.update(never[i], lambda d: {**d, "x": 1})
+    kit.clock.advance(2 * STEP_MS + 1)
+    fresh = [mgr.create({}, timeout_ms=None).id for _ in range(5)]
+    check_counts(mgr, Counts(26, 26, 0, 21, 47), never + fresh, "the clock moved")
+    mgr.run_maintenance()  # hibernates the 42 idle (expired ones too), then expires 21
+    check_counts(mgr, Counts(26, 5, 21, 0, 26), never + fresh, "run_maintenance()")
+    mgr.run_maintenance()
+    check_counts(mgr, Counts(26, 5, 21, 0, 26), never + fresh, "a second run_maintenance()")
+
+
+def test_counts_follow_expiry(kit: Kit) -> None:
+    mgr = kit.open()
+    short = [mgr.create({"i": i}, timeout_ms=STEP_MS).id for i in range(4)]
+    long = [mgr.create({"i": i}, timeout_ms=3 * STEP_MS).id for i in range(3)]
+    never = [mgr.create({"i": i}, timeout_ms=None).id for i in range(2)]
+    live = {*short, *long, *never}
+    check_counts(mgr, Counts(9, 9, 0, 0, 9), live, "create")
+    kit.clock.advance(STEP_MS + 1)
+    live -= set(short)
+    check_counts(mgr, Counts(5, 5, 0, 4, 9), live, "4 sessions expired")
+    assert mgr.get(short[0]) is None
+    check_counts(mgr, Counts(5, 5, 0, 3, 8), live, "get() of an expired session")
+    assert not mgr.touch(short[1])
+    check_counts(mgr, Counts(5, 5, 0, 2, 7), live, "touch() of an expired session")
+    assert not mgr.delete(short[2])
+    check_counts(mgr, Counts(5, 5, 0, 1, 6), live, "delete() of an expired session")
+    mgr.create({"again": True}, session_id=short[3], timeout_ms=None)
+    live.add(short[3])
+    check_counts(mgr, Counts(6, 6, 0, 0, 6), live, "create over an expired session")
+    assert mgr.delete(long[0])
+    live.remove(long[0])
+    check_counts(mgr, Counts(5, 5, 0, 0, 5), live, "delete()")
+    assert mgr.set_timeout(never[0], STEP_MS)  # idle for longer than that already
+    live.remove(never[0])
+    check_counts(mgr, Counts(4, 4, 0, 1, 5), live, "set_timeout() below the idle time")
+    expect_returns(1, mgr.cleanup_expired)
+    check_counts(mgr, Counts(4, 4, 0, 0, 4), live, "cleanup_expired()")
+    kit.clock.advance(2 * STEP_MS)
+    live -= set(long)
+    check_counts(mgr, Counts(2, 2, 0, 2, 4), live, "2 more sessions expired")
+    expect_returns(2, mgr.cleanup_expired)
+    check_counts(mgr, Counts(2, 2, 0, 0, 2), live, "cleanup_expired()")
 
 
 kit_module(globals(), "expiry")

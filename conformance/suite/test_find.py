@@ -1,12 +1,14 @@
-"""find() and create_index() (DESIGN §4)."""
+"""find() and create_index() (docs/contract.md §3)."""
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+from typing import Any
 
 import torpor
 from torpor.conformance._kit import STEP_MS, Kit
 from torpor.conformance._marks import kit_module
+from torpor.conformance.helpers import expect_raises, expect_returns
 
 
 def _index_if_native(mgr: torpor.Manager, *fields: str) -> None:
@@ -38,8 +40,7 @@ def test_create_index_is_native_or_unsupported(kit: Kit) -> None:
         mgr.create_index("user")  # idempotent
         assert [s.data for s in mgr.find(user="ada")] == [{"user": "ada"}]
     else:
-        with pytest.raises(torpor.UnsupportedOperation):
-            mgr.create_index("user")
+        expect_raises(torpor.UnsupportedOperation, mgr.create_index, "user")
         assert len(mgr.find(user="ada")) == 1  # find still works, by scanning
 
 
@@ -56,6 +57,118 @@ def test_find_follows_python_equality(kit: Kit) -> None:
     assert {s.id for s in mgr.find(n=1)} == {one.id, yes.id}
     mgr.delete(yes.id)
     assert [s.id for s in mgr.find(n=1)] == [one.id]
+
+
+def _finds(mgr: torpor.Manager, expected: list[str], **criteria: Any) -> None:
+    """``find(**criteria)`` returns the sessions ``expected`` (once each), every one as
+    ``peek`` shows it: not an old copy of it."""
+    call = f"find({', '.join(f'{k}={v!r}' for k, v in criteria.items())})"
+    found = mgr.find(**criteria)
+    expect_returns(sorted(expected), lambda: sorted(s.id for s in found), what=f"ids of {call}")
+    for session in found:
+        now = mgr.peek(session.id)
+        assert session == now, f"{call} gave {session}; peek() gives {now}"
+
+
+def test_find_follows_every_write(kit: Kit) -> None:
+    mgr = kit.open()
+    _index_if_native(mgr, "plan")
+    a = mgr.create({"plan": "free"}, session_id="a").id
+    b = mgr.create({"plan": "free"}, session_id="b").id
+    _finds(mgr, [a, b], plan="free")
+    mgr.update(a, lambda d: {**d, "plan": "pro"})
+    _finds(mgr, [a], plan="pro")
+    _finds(mgr, [b], plan="free")
+    copy = mgr.peek(b)
+    assert copy is not None
+    mgr.save(dataclasses.replace(copy, data={"plan": "team"}))
+    _finds(mgr, [b], plan="team")
+    _finds(mgr, [], plan="free")
+    kit.clock.advance(2 * STEP_MS)
+    expect_returns(2, mgr.hibernate_idle, STEP_MS)
+    _finds(mgr, [b], plan="team")  # found hibernated, as it is
+    mgr.update(b, lambda d: {"plan": "pro"})  # a write to a hibernated session
+    _finds(mgr, [a, b], plan="pro")
+    _finds(mgr, [], plan="team")
+    assert mgr.touch(a) and mgr.set_timeout(b, None)
+    _finds(mgr, [a, b], plan="pro")
+    mgr.update(a, lambda d: {"other": "pro"})  # the field goes away
+    _finds(mgr, [b], plan="pro")
+
+
+def test_find_forgets_ended_sessions(kit: Kit) -> None:
+    mgr = kit.open()
+    _index_if_native(mgr, "team")
+    ends = ["delete", "cancel", "get", "cleanup"]
+    ended = {
+        how: mgr.create({"team": "red"}, session_id=how, timeout_ms=STEP_MS).id for how in ends
+    }
+    kept = mgr.create({"team": "red"}, session_id="kept", timeout_ms=None).id
+    _finds(mgr, [*ended.values(), kept], team="red")
+    assert mgr.delete(ended["delete"])
+    _finds(mgr, [ended["cancel"], ended["get"], ended["cleanup"], kept], team="red")
+    assert mgr.cancel(ended["cancel"])
+    _finds(mgr, [ended["get"], ended["cleanup"], kept], team="red")
+    kit.clock.advance(STEP_MS + 1)
+    _finds(mgr, [kept], team="red")  # expired: not found, even before it is removed
+    assert mgr.get(ended["get"]) is None
+    expect_returns(1, mgr.cleanup_expired)
+    _finds(mgr, [kept], team="red")
+
+
+def test_find_sees_each_session_under_a_reused_id(kit: Kit) -> None:
+    mgr = kit.open()
+    _index_if_native(mgr, "colour")
+    mgr.create({"colour": "red"}, session_id="reused", timeout_ms=STEP_MS)
+    assert mgr.delete("reused")
+    mgr.create({"colour": "blue"}, session_id="reused", timeout_ms=STEP_MS)
+    _finds(mgr, ["reused"], colour="blue")
+    _finds(mgr, [], colour="red")
+    assert mgr.cancel("reused")
+    mgr.create({"colour": "white"}, session_id="reused", timeout_ms=STEP_MS)
+    _finds(mgr, ["reused"], colour="white")
+    _finds(mgr, [], colour="blue")
+    kit.clock.advance(STEP_MS + 1)  # expired, not removed: the create replaces it
+    mgr.create({"colour": "green"}, session_id="reused", timeout_ms=STEP_MS)
+    _finds(mgr, ["reused"], colour="green")
+    _finds(mgr, [], colour="white")
+    kit.clock.advance(STEP_MS + 1)
+    expect_returns(1, mgr.cleanup_expired)
+    mgr.create({"colour": "black"}, session_id="reused", timeout_ms=None)
+    _finds(mgr, ["reused"], colour="black")
+    _finds(mgr, [], colour="green")
+
+
+# Values a session can hold that are == across types, and look-alikes that are not.
+# Each is stored as it comes back (a tuple comes back as a list, and a list is never
+# == a tuple); torpor.indexing.canonical_key is how an index can agree with ==.
+_STORED: dict[str, Any] = {
+    "zero": 0, "false": False, "neg-zero": -0.0, "one": 1, "one-float": 1.0, "true": True,
+    "half": 0.5, "2**63": 2**63, "2**63-float": float(2**63), "2**64-1": 2**64 - 1,
+    "-2**63": -(2**63), "str": "a", "bytes": b"a", "empty": "", "none": None,
+    "list": [1, [2.0, {"k": True}]], "list-ints": [True, [2, {"k": 1.0}]], "empty-list": [],
+    "dict": {"a": 1, "b": [2]}, "dict-reordered": {"b": [2.0], "a": True}, "dict-other": {"a": 2},
+    "nan": float("nan"),
+}  # fmt: skip
+_QUERIES: list[Any] = [
+    *_STORED.values(), 0.0, float(2**64 - 1), float(-(2**63)), (1, [2, {"k": 1}]),
+    {"a": 1.0, "b": (2,)}, (), b"", {},
+]  # fmt: skip
+
+
+def test_find_agrees_with_python_equality_for_every_kind_of_value(kit: Kit) -> None:
+    mgr = kit.open()
+    _index_if_native(mgr, "before")  # filled by each write; "after" from existing data
+    ids = {
+        name: mgr.create({"before": v, "after": v}, session_id=name).id
+        for name, v in _STORED.items()
+    }
+    _index_if_native(mgr, "after")
+    for query in _QUERIES:
+        expected = [ids[name] for name, v in _STORED.items() if v == query]
+        _finds(mgr, expected, before=query)
+        _finds(mgr, expected, after=query)
+        _finds(mgr, expected, before=query, after=query)
 
 
 kit_module(globals(), "find")

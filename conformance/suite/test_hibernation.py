@@ -1,4 +1,4 @@
-"""Hibernation (DESIGN §5)."""
+"""Hibernation (docs/contract.md §5)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 
 from torpor.conformance._kit import STEP_MS, Kit
 from torpor.conformance._marks import kit_module
+from torpor.conformance._model import Counts, check_counts
+from torpor.conformance.helpers import expect_returns
 from torpor.sample import chat_session
 
 
@@ -98,6 +100,82 @@ def test_memory_drops_on_chat_like_data(kit: Kit) -> None:
     assert mgr.hibernate_idle(STEP_MS) == 300
     after = mgr.stats().memory_bytes
     assert after is not None and after < before * 0.5, (before, after)
+
+
+def test_sweeps_go_past_one_batch(kit: Kit) -> None:
+    # Batches of 7: each pass spans several, and the idle order starts with sessions
+    # hibernated (or woken) earlier, which an index must not hand back as candidates.
+    mgr = kit.open(sweep_batch_size=7)
+    first = [mgr.create({"i": i}, timeout_ms=None).id for i in range(30)]
+    kit.clock.advance(2 * STEP_MS)
+    expect_returns(30, mgr.hibernate_idle, STEP_MS, what="hibernate_idle() of 30 in batches of 7")
+    woken = first[::3]
+    for sid in woken:
+        mgr.get(sid)
+    second = [mgr.create({"i": i}, timeout_ms=None).id for i in range(40)]
+    kit.clock.advance(2 * STEP_MS)
+    fresh = [mgr.create({}, timeout_ms=None).id for _ in range(5)]
+    expect_returns(
+        50, mgr.hibernate_idle, STEP_MS, what="hibernate_idle() of 40 new and 10 woken, "
+        "behind 20 already hibernated",
+    )  # fmt: skip
+    expect_returns(0, mgr.hibernate_idle, STEP_MS, what="a second hibernate_idle()")
+    awake = {s.id for s in mgr.sessions() if not s.hibernated}
+    assert awake == set(fresh), f"still active: {sorted(awake - set(fresh))}"
+    check_counts(mgr, Counts(75, 5, 70, 0, 75), first + second + fresh, "the sweeps")
+
+
+def test_a_woken_session_hibernates_again(kit: Kit) -> None:
+    mgr = kit.open()
+    ids = [mgr.create({"i": i}, timeout_ms=None).id for i in range(12)]
+    kit.clock.advance(2 * STEP_MS)
+    expect_returns(12, mgr.hibernate_idle, STEP_MS)
+    for sid in ids[:4]:
+        mgr.get(sid)  # woken by a read
+    for sid in ids[4:8]:
+        mgr.update(sid, lambda d: {**d, "x": 1})  # woken by a write
+    for sid in ids[8:]:
+        mgr.touch(sid)  # stays hibernated
+    kit.clock.advance(2 * STEP_MS)
+    expect_returns(8, mgr.hibernate_idle, STEP_MS, what="hibernate_idle() of 8 woken sessions")
+    for cycle in range(2):
+        for sid in ids:
+            mgr.get(sid)
+        kit.clock.advance(2 * STEP_MS)
+        expect_returns(12, mgr.hibernate_idle, STEP_MS, what=f"hibernate_idle() after wake {cycle}")
+
+
+def test_counts_follow_hibernation_and_wake(kit: Kit) -> None:
+    mgr = kit.open()
+    ids = [mgr.create({"i": i}, timeout_ms=None).id for i in range(6)]
+    short = mgr.create({}, timeout_ms=3 * STEP_MS).id
+    live = {*ids, short}
+    check_counts(mgr, Counts(7, 7, 0, 0, 7), live, "create")
+    kit.clock.advance(2 * STEP_MS)
+    expect_returns(7, mgr.hibernate_idle, STEP_MS)
+    check_counts(mgr, Counts(7, 0, 7, 0, 7), live, "hibernate_idle")
+    mgr.get(ids[0])
+    check_counts(mgr, Counts(7, 1, 6, 0, 7), live, "get (a wake)")
+    mgr.update(ids[1], lambda d: {**d, "x": 1})
+    check_counts(mgr, Counts(7, 2, 5, 0, 7), live, "update of a hibernated session")
+    mgr.touch(ids[2])
+    check_counts(mgr, Counts(7, 2, 5, 0, 7), live, "touch of a hibernated session")
+    mgr.delete(ids[3])
+    live.remove(ids[3])
+    check_counts(mgr, Counts(6, 2, 4, 0, 6), live, "delete of a hibernated session")
+    mgr.create({"again": True}, session_id=ids[3], timeout_ms=None)
+    live.add(ids[3])
+    check_counts(mgr, Counts(7, 3, 4, 0, 7), live, "create again under the deleted id")
+    kit.clock.advance(2 * STEP_MS)  # the hibernated short one expires
+    live.remove(short)
+    check_counts(mgr, Counts(6, 3, 3, 1, 7), live, "the expiry of a hibernated session")
+    expect_returns(3, mgr.hibernate_idle, STEP_MS)
+    check_counts(mgr, Counts(6, 0, 6, 1, 7), live, "hibernate_idle")
+    expect_returns(1, mgr.cleanup_expired)
+    check_counts(mgr, Counts(6, 0, 6, 0, 6), live, "cleanup_expired")
+    for sid in ids:
+        mgr.get(sid)
+    check_counts(mgr, Counts(6, 6, 0, 0, 6), live, "waking every session")
 
 
 kit_module(globals(), "hibernation")

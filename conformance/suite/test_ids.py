@@ -1,4 +1,4 @@
-"""The UTF-8 id rules (DESIGN §3): exact code points back from every read path."""
+"""The UTF-8 id rules (docs/contract.md §2): exact code points back from every read path."""
 
 from __future__ import annotations
 

@@ -1,14 +1,19 @@
-"""Lazy iteration (DESIGN §6)."""
+"""Lazy iteration (docs/contract.md §6)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
+from collections.abc import Generator, Iterator
 
 import pytest
 
+import torpor
 from torpor.conformance._kit import Kit
 from torpor.conformance._marks import kit_module
 from torpor.conformance.helpers import walk_peak_bytes
+from torpor.conformance.suite.test_mailbox import _busy_switching
 
 
 def test_every_session_once(kit: Kit) -> None:
@@ -82,11 +87,114 @@ def test_an_id_deleted_and_created_again_mid_walk_comes_once_at_most(kit: Kit) -
     for sid in mgr.ids(batch_size=4):
         seen.append(sid)
         if len(seen) in (2, 9, 17):  # re-create ids already met (and one not yet met)
+            # Later, as in real life: a walk in creation order must not meet them again.
+            kit.clock.advance(1)
             for again in (seen[0], seen[-1], ids[-1]):
                 mgr.delete(again)
                 mgr.create({"again": True}, session_id=again)
     assert len(seen) == len(set(seen)), [s for s in seen if seen.count(s) > 1]
     assert set(ids) - {ids[-1], *seen} == set()  # the rest were met exactly once
+
+
+def _walk_deleting_each_batch_end(mgr: torpor.Manager, walk: Iterator[str], size: int) -> list[str]:
+    """Take the walk ``size`` ids at a time (one backend batch each) and delete the
+    last id of each batch before the next one is fetched: every re-seek then starts
+    from a key that is gone."""
+    seen: list[str] = []
+    while batch := list(itertools.islice(walk, size)):
+        seen.extend(batch)
+        assert mgr.delete(batch[-1]), batch[-1]
+    return seen
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_deleting_the_last_id_of_a_batch_skips_nothing(kit: Kit, size: int) -> None:
+    mgr = kit.open()
+    for walk_of in ("ids", "sessions"):
+        ids = {mgr.create({"i": i}).id for i in range(4 * size + 3)}
+        walk = (
+            mgr.ids(batch_size=size)
+            if walk_of == "ids"
+            else (s.id for s in mgr.sessions(batch_size=size))
+        )
+        seen = _walk_deleting_each_batch_end(mgr, walk, size)
+        assert len(seen) == len(set(seen)), f"{walk_of}(): an id came twice: {seen}"
+        skipped = ids - set(seen)
+        assert not skipped, f"{walk_of}(batch_size={size}) skipped {len(skipped)} id(s)"
+        for sid in ids:
+            mgr.delete(sid)
+
+
+class _RoundTrips:
+    """An extension plugin that hands the GIL to other threads after every walk batch
+    and every write, as a network round trip would: writers then run between a batch
+    being read and the walk using it, and a walk that reads outside its lock or its
+    transaction shows it within a few walks."""
+
+    @staticmethod
+    def _round_trip() -> Generator[None, object, object]:
+        result = yield
+        time.sleep(0)
+        return result
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_iterate(self, cursor: object, batch_size: int) -> Generator[None, object, object]:
+        return (yield from self._round_trip())
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_delete(self, session_id: str) -> Generator[None, object, object]:
+        return (yield from self._round_trip())
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_transact(self, session_id: str, fn: object) -> Generator[None, object, object]:
+        return (yield from self._round_trip())
+
+
+def test_walks_stay_exactly_once_under_heavy_thread_switching(kit: Kit) -> None:
+    # Writers create, delete, update and touch while walks run, with threads switching
+    # as often as CPython allows and a round trip after each backend call.
+    mgr = kit.open(plugins=[_RoundTrips()])
+    stable = [mgr.create({"stable": i}).id for i in range(100)]
+    churn = [mgr.create({"churn": i}).id for i in range(60)]
+    writers = 3
+    started = threading.Barrier(writers + 1)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        i = 0
+        try:
+            started.wait()
+            while not stop.is_set():
+                slot = k + writers * (i % (len(churn) // writers))
+                mgr.delete(churn[slot])
+                churn[slot] = mgr.create({"churn": i}).id
+                mgr.update(
+                    stable[(i * 7 + k) % len(stable)], lambda d: {**d, "n": d.get("n", 0) + 1}
+                )
+                mgr.touch(stable[(i * 13 + k) % len(stable)])
+                i += 1
+        except BaseException as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    walks: list[list[str]] = []
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(writers)]
+    with _busy_switching():
+        for t in threads:
+            t.start()
+        try:
+            started.wait()
+            for size in (7, 64) * 6:
+                walks.append(list(mgr.ids(batch_size=size)))
+                walks.append([s.id for s in mgr.sessions(batch_size=size)])
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+    assert not failures, failures
+    for walk in walks:
+        assert len(walk) == len(set(walk)), "an id was yielded twice"
+        assert set(stable) <= set(walk), "a session that existed throughout was skipped"
 
 
 kit_module(globals(), "iteration")

@@ -7,8 +7,10 @@ import dataclasses
 import pytest
 
 import torpor
-from torpor.conformance._kit import STEP_MS, Kit
+from torpor import Capability
+from torpor.conformance._kit import STEP_MS, Kit, claims
 from torpor.conformance._marks import kit_module
+from torpor.conformance.helpers import expect_returns
 
 
 def test_reopen_keeps_sessions_and_their_state(kit: Kit) -> None:
@@ -54,6 +56,37 @@ def test_reopen_after_cleanup_and_save(kit: Kit) -> None:
     assert doomed.id not in again and again.peek(s.id).data == {"v": 2}  # type: ignore[union-attr]
     with pytest.raises(torpor.Conflict):
         again.save(s)
+
+
+def test_an_urgent_close_keeps_every_acknowledged_write(kit: Kit) -> None:
+    # DESIGN §7: close(urgent=True) skips what it can drop safely, never a write that
+    # returned; reopening finds every one of them.
+    mgr = kit.open()
+    kept = mgr.create({"n": 1}, session_id="kept", timeout_ms=None)
+    sleepy = mgr.create({"zzz": True}, timeout_ms=None)
+    gone = mgr.create({})
+    kit.clock.advance(2 * STEP_MS)
+    mgr.touch(kept.id)
+    assert mgr.hibernate_idle(STEP_MS) == 2
+    assert mgr.delete(gone.id)
+    mailbox = claims(mgr, Capability.SHARED_MAILBOX)
+    if mailbox:
+        mgr.send(kept.id, "kept-message")
+    before = {s.id: s for s in mgr.sessions()}
+    last = mgr.update(kept.id, lambda d: {**d, "n": 2})  # the last write before the close
+    before[kept.id] = last
+    mgr.close(urgent=True)
+
+    again = kit.open()
+    expect_returns(
+        before, lambda: {s.id: s for s in again.sessions()}, what="sessions() after reopening"
+    )
+    expect_returns(None, again.peek, gone.id, what="peek(deleted) after reopening")
+    expect_returns(
+        {"zzz": True}, lambda: getattr(again.get(sleepy.id), "data", None), what="get(hibernated)"
+    )
+    if mailbox:
+        expect_returns(["kept-message"], again.receive, kept.id, max_messages=10)
 
 
 kit_module(globals(), "persistence", "persistent")

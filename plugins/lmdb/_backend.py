@@ -228,6 +228,14 @@ class LmdbBackend:
     def torpor_mailbox(self) -> LmdbMailbox:
         return self._mailbox
 
+    # -- the conformance kit ---------------------------------------------------------
+    def conformance_plant(self, key: bytes, value: bytes) -> None:
+        """For the conformance kit's damaged-data tests: write ``value`` under ``key``
+        straight into the sessions database, as another program sharing the
+        environment would: no metadata, no index entries."""
+        dbs = self._dbs
+        self._write((), lambda txn: txn.put(key, value, db=dbs.sessions))
+
     # -- internals -------------------------------------------------------------------
     def _write(self, session_ids: Iterable[str], body: Callable[[Txn], T]) -> T:
         """One write transaction; then wake this process's receivers of the sessions

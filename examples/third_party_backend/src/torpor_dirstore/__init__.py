@@ -21,12 +21,13 @@ __all__ = ["DirStore", "create_backend"]
 _SUFFIX = ".session"
 
 
-def _filename(session_id: str) -> str:
+def _filename(session_id: str | bytes) -> str:
     # Ids are any UTF-8 text (slashes, emoji, NFC vs NFD...): never put them in a path
     # raw.  URL-safe base64 of the exact UTF-8 bytes is reversible and keeps the two
     # spellings of "café" apart.  255 bytes of id make 340 characters, over most file
     # systems' 255-byte name limit, so long ids are split into a folder and a name.
-    encoded = base64.urlsafe_b64encode(session_id.encode("utf-8")).decode("ascii")
+    raw = session_id.encode("utf-8") if isinstance(session_id, str) else session_id
+    encoded = base64.urlsafe_b64encode(raw).decode("ascii")
     return (
         encoded[:200] + "/" + encoded[200:] + _SUFFIX if len(encoded) > 200 else encoded + _SUFFIX
     )
@@ -90,6 +91,13 @@ class DirStore:
         return [
             _session_id(p.relative_to(self.root).as_posix()) for p in self.root.rglob("*" + _SUFFIX)
         ]
+
+    # Optional, not a hook: lets the conformance kit check that files torpor did not
+    # write (foreign or damaged ones) are skipped and counted, never a crash.
+    def conformance_plant(self, key: bytes, value: bytes) -> None:
+        target = self.root / _filename(key)
+        target.parent.mkdir(exist_ok=True, mode=0o700)
+        target.write_bytes(value)
 
 
 # Static metadata, read without building a backend: `torpor backends` lists the

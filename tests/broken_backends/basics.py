@@ -1,20 +1,32 @@
-"""Deliberately broken backends, one per bug class.  tests/test_kit_catches.py runs the
-conformance kit against each and expects the named area to fail.
-
-Each is a small, realistic mistake on top of a working backend, not a caricature.
-"""
+"""The broken backends of the first review: ids, priority, hibernation touching,
+paged walks, lost updates, stale caches, truncation, whole-store batches, expiry
+indexes, and claims the kit cannot check."""
 
 from __future__ import annotations
 
 import threading
-import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tests.minimal_backend import MinimalBackend
 from torpor import EXPIRE, Capability, LocalMailbox, Record, Removal
 from torpor.plugins.ets_like import EtsLikeBackend
+
+__all__ = [
+    "ClaimsDistributed",
+    "ClaimsTransactions",
+    "ExpiryIndexMisses",
+    "FoldsCase",
+    "HibernationTouches",
+    "IgnoresPriority",
+    "IterationRepeatsOrSkips",
+    "LoadsEverythingAtOnce",
+    "LosesUpdates",
+    "NormalisesIds",
+    "ResurrectsFromStaleCache",
+    "TruncatesLargeValues",
+]
 
 
 class NormalisesIds(MinimalBackend):
@@ -101,7 +113,6 @@ class IterationRepeatsOrSkips(MinimalBackend):
         self, cursor: Any, batch_size: int
     ) -> tuple[Sequence[tuple[str, bytes]], Any]:
         offset = cursor or 0
-        time.sleep(0.002)  # a slow round trip, as over a network
         with self.lock:
             keys = sorted(self.blobs)[offset : offset + batch_size]
             batch = [(k, self.blobs[k]) for k in keys]
@@ -116,7 +127,6 @@ class LosesUpdates(MinimalBackend):
 
     def torpor_transact(self, session_id: str, fn: Any) -> None:
         current = self.torpor_fetch(session_id)
-        time.sleep(0)  # let another writer in, as a network round trip would
         change = fn(current)
         if isinstance(change, Record):
             self.torpor_store(change)
@@ -175,6 +185,20 @@ class ExpiryIndexMisses(EtsLikeBackend):
         super().torpor_store(record)
 
 
+class ClaimsDistributed(EtsLikeBackend):
+    """Claims DISTRIBUTED "because the data could be replicated", which nothing tests."""
+
+    def torpor_capabilities(self) -> Iterable[Capability]:
+        return {*super().torpor_capabilities(), Capability.DISTRIBUTED}
+
+
+class ClaimsTransactions(MinimalBackend):
+    """Claims TRANSACTIONS on the strength of one lock around each write."""
+
+    def torpor_capabilities(self) -> list[Capability]:
+        return [Capability.TRANSACTIONS]
+
+
 BROKEN: dict[str, str] = {
     "NormalisesIds": "ids",
     "FoldsCase": "ids",
@@ -188,3 +212,9 @@ BROKEN: dict[str, str] = {
     "ExpiryIndexMisses": "expiry",
 }
 """Each broken backend and the area of the kit that must catch it."""
+
+REFUSED: dict[str, str] = {
+    "ClaimsDistributed": "DISTRIBUTED",
+    "ClaimsTransactions": "TRANSACTIONS",
+}
+"""Broken backends the kit refuses before any test runs, with the claim it refuses."""
