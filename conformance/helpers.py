@@ -5,22 +5,31 @@ that a plugin's test suite (and torpor's) can use them too.
   that names the call and what it did instead;
 * :func:`blocked_consumer` / :func:`wait_for_waiter`: a consumer known to be blocked in
   ``receive``, without sleeping for a guessed duration;
-* :func:`walk_peak_bytes`: the peak Python memory of a walk, by ``tracemalloc``.
+* :func:`walk_peak_bytes`: the peak Python memory of a walk, by ``tracemalloc``;
+* :func:`busy_switching`, :func:`switching_at_every_call` and :class:`RoundTrips`:
+  make races between threads show within a few rounds, without sleeping and without
+  changing the backend under test.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torpor
 
 __all__ = [
+    "RoundTrips",
     "blocked_consumer",
+    "busy_switching",
     "expect_raises",
     "expect_returns",
+    "switching_at_every_call",
     "wait_for_waiter",
     "walk_peak_bytes",
 ]
@@ -149,3 +158,63 @@ def _describe_call(call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
 def _short(value: object, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextmanager
+def busy_switching() -> Iterator[None]:
+    """Switch threads as often as CPython allows (``sys.setswitchinterval(1e-6)``,
+    for the whole process), restoring the interval after."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+def _yield_at_call(frame: object, event: str, arg: object) -> None:
+    if event == "call":
+        time.sleep(0)  # hand the GIL to another thread
+
+
+@contextmanager
+def switching_at_every_call() -> Iterator[None]:
+    """In the calling thread, offer the GIL to other threads at every Python call, so
+    that a race between a check and the write that relies on it shows in a few
+    rounds.  (:func:`busy_switching` alone is a request the interpreter may honour
+    only every few milliseconds on a busy machine.)"""
+    sys.setprofile(_yield_at_call)
+    try:
+        yield
+    finally:
+        sys.setprofile(None)
+
+
+class RoundTrips:
+    """An extension plugin (``kit.open(plugins=[RoundTrips()])``) that hands the GIL
+    to other threads after every fetch, delete, transaction and walk batch, as a
+    network round trip would.  It widens the window between a check (or a batch read)
+    and what depends on it, so check-then-act races and walks that read outside their
+    lock show within a few rounds, without changing the backend."""
+
+    @staticmethod
+    def _round_trip() -> Generator[None, object, object]:
+        result = yield
+        time.sleep(0)
+        return result
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_fetch(self, session_id: str) -> Generator[None, object, object]:
+        return (yield from self._round_trip())
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_delete(self, session_id: str) -> Generator[None, object, object]:
+        return (yield from self._round_trip())
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_transact(self, session_id: str, fn: object) -> Generator[None, object, object]:
+        return (yield from self._round_trip())
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_iterate(self, cursor: object, batch_size: int) -> Generator[None, object, object]:
+        return (yield from self._round_trip())

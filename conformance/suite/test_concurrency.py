@@ -5,18 +5,14 @@ sweeps whose batches are all or nothing (DESIGN §4, §7; ``torpor_transact`` an
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torpor
 from torpor import EventKind, LifecycleEvent
 from torpor.conformance._kit import STEP_MS, Kit
 from torpor.conformance._marks import kit_module
-from torpor.conformance.helpers import expect_returns
+from torpor.conformance.helpers import busy_switching, expect_returns, switching_at_every_call
 
 
 def _run(threads: int, work: object) -> None:
@@ -77,24 +73,6 @@ def test_one_winner_per_contested_save(kit: Kit) -> None:
     assert mgr.peek(s.id).version == 2  # type: ignore[union-attr]
 
 
-def _yield(frame: object, event: str, arg: object) -> None:
-    if event == "call":
-        time.sleep(0)  # hand the GIL to another thread
-
-
-@contextmanager
-def _switching_at_every_call() -> Iterator[None]:
-    """In the calling thread, offer the GIL to other threads at every Python call, so
-    that a race between a check and the write that relies on it shows in a few
-    rounds.  (``sys.setswitchinterval(1e-6)`` alone is a request the interpreter may
-    honour only every few milliseconds on a busy machine.)"""
-    sys.setprofile(_yield)
-    try:
-        yield
-    finally:
-        sys.setprofile(None)
-
-
 def test_one_winner_per_contested_create_under_heavy_switching(kit: Kit) -> None:
     mgr = kit.open()
     rounds, threads = 20, 8
@@ -102,7 +80,7 @@ def test_one_winner_per_contested_create_under_heavy_switching(kit: Kit) -> None
     start = threading.Barrier(threads)
 
     def work(k: int) -> None:
-        with _switching_at_every_call():
+        with switching_at_every_call():
             for round_ in range(rounds):
                 start.wait()
                 try:
@@ -111,12 +89,8 @@ def test_one_winner_per_contested_create_under_heavy_switching(kit: Kit) -> None
                 except torpor.SessionExists:
                     outcome.append((round_, "lost"))
 
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with busy_switching():
         _run(threads, work)
-    finally:
-        sys.setswitchinterval(before)
     assert len(outcome) == rounds * threads
     won = Counter(round_ for round_, result in outcome if result == "won")
     wrong = {f"contested-{r}": won[r] for r in range(rounds) if won[r] != 1}

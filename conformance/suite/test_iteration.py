@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 import torpor
 from torpor.conformance._kit import Kit
 from torpor.conformance._marks import kit_module
-from torpor.conformance.helpers import walk_peak_bytes
-from torpor.conformance.suite.test_mailbox import _busy_switching
+from torpor.conformance.helpers import RoundTrips, busy_switching, walk_peak_bytes
 
 
 def test_every_session_once(kit: Kit) -> None:
@@ -125,35 +123,10 @@ def test_deleting_the_last_id_of_a_batch_skips_nothing(kit: Kit, size: int) -> N
             mgr.delete(sid)
 
 
-class _RoundTrips:
-    """An extension plugin that hands the GIL to other threads after every walk batch
-    and every write, as a network round trip would: writers then run between a batch
-    being read and the walk using it, and a walk that reads outside its lock or its
-    transaction shows it within a few walks."""
-
-    @staticmethod
-    def _round_trip() -> Generator[None, object, object]:
-        result = yield
-        time.sleep(0)
-        return result
-
-    @torpor.hookimpl(wrapper=True)
-    def torpor_iterate(self, cursor: object, batch_size: int) -> Generator[None, object, object]:
-        return (yield from self._round_trip())
-
-    @torpor.hookimpl(wrapper=True)
-    def torpor_delete(self, session_id: str) -> Generator[None, object, object]:
-        return (yield from self._round_trip())
-
-    @torpor.hookimpl(wrapper=True)
-    def torpor_transact(self, session_id: str, fn: object) -> Generator[None, object, object]:
-        return (yield from self._round_trip())
-
-
 def test_walks_stay_exactly_once_under_heavy_thread_switching(kit: Kit) -> None:
     # Writers create, delete, update and touch while walks run, with threads switching
     # as often as CPython allows and a round trip after each backend call.
-    mgr = kit.open(plugins=[_RoundTrips()])
+    mgr = kit.open(plugins=[RoundTrips()])
     stable = [mgr.create({"stable": i}).id for i in range(100)]
     churn = [mgr.create({"churn": i}).id for i in range(60)]
     writers = 3
@@ -179,7 +152,7 @@ def test_walks_stay_exactly_once_under_heavy_thread_switching(kit: Kit) -> None:
 
     walks: list[list[str]] = []
     threads = [threading.Thread(target=writer, args=(k,)) for k in range(writers)]
-    with _busy_switching():
+    with busy_switching():
         for t in threads:
             t.start()
         try:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import statistics
-import sys
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator
 
 import pytest
 
@@ -15,7 +13,9 @@ import torpor
 from torpor.conformance._kit import STEP_MS, Kit
 from torpor.conformance._marks import kit_module
 from torpor.conformance.helpers import (
+    RoundTrips,
     blocked_consumer,
+    busy_switching,
     expect_raises,
     expect_returns,
     wait_for_waiter,
@@ -177,41 +177,6 @@ def test_mailbox_errors(kit: Kit) -> None:
     expect_returns([], mgr.receive, s.id, what="receive() after a refused send")
 
 
-@contextmanager
-def _busy_switching() -> Iterator[None]:
-    """Switch threads as often as CPython allows, so races show in a few rounds."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
-
-
-class _SlowEngine:
-    """An extension plugin that hands the GIL to other threads after every fetch and
-    write, as a network round trip would: it widens the window between a check or a
-    write and what depends on it, so check-then-act races show within a few rounds."""
-
-    @staticmethod
-    def _slowly() -> Generator[None, object, object]:
-        result = yield
-        time.sleep(0)
-        return result
-
-    @torpor.hookimpl(wrapper=True)
-    def torpor_fetch(self, session_id: str) -> Generator[None, object, object]:
-        return (yield from self._slowly())
-
-    @torpor.hookimpl(wrapper=True)
-    def torpor_delete(self, session_id: str) -> Generator[None, object, object]:
-        return (yield from self._slowly())
-
-    @torpor.hookimpl(wrapper=True)
-    def torpor_transact(self, session_id: str, fn: object) -> Generator[None, object, object]:
-        return (yield from self._slowly())
-
-
 class _Pause:
     """An extension plugin that holds one chosen thread right after its next fetch,
     until the test releases it: a race replayed in a chosen order, no sleeping."""
@@ -272,9 +237,9 @@ def _race(*bodies: Callable[[], object]) -> None:
 def test_mail_never_reaches_a_later_session_with_the_same_id(kit: Kit) -> None:
     # docs/contract.md §7: a send racing a cancel either lands before the cancel (and is
     # discarded with the session) or is refused; it never waits for the next session.
-    mgr = kit.open(plugins=[_SlowEngine()])
+    mgr = kit.open(plugins=[RoundTrips()])
     refused = 0
-    with _busy_switching():
+    with busy_switching():
         for round_ in range(150):
             mgr.create({}, session_id="m")
 
@@ -296,8 +261,8 @@ def test_mail_never_reaches_a_later_session_with_the_same_id(kit: Kit) -> None:
 def test_a_removal_never_drops_the_next_sessions_mail(kit: Kit) -> None:
     # The reverse race: the old session's cleanup must not discard what was sent to
     # the new session created right after it.
-    mgr = kit.open(plugins=[_SlowEngine()])
-    with _busy_switching():
+    mgr = kit.open(plugins=[RoundTrips()])
+    with busy_switching():
         for round_ in range(150):
             mgr.create({}, session_id="r")
 
@@ -360,8 +325,8 @@ def test_a_waiter_learns_of_a_cancel_even_if_the_id_is_reused_at_once(kit: Kit) 
     # The id is created again and sent to while the cancel is still finishing: the
     # waiter on the cancelled session must still hear "cancelled", the new one's mail
     # must stay.
-    mgr = kit.open(plugins=[_SlowEngine()])
-    with _busy_switching():
+    mgr = kit.open(plugins=[RoundTrips()])
+    with busy_switching():
         for round_ in range(40):
             s = mgr.create({}, session_id="c")
             waiter, caught = blocked_consumer(mgr, s.id)
