@@ -1,47 +1,97 @@
 """The conformance kit proves it can fail: every broken backend is caught, by the
-area that should catch it, and healthy backends pass the whole kit."""
+area that should catch it, and healthy backends pass the whole kit.
+
+The kit runs in this process (``pytester``, and the ``torpor conformance`` command
+through click's runner), so the coverage of the project's tests counts the kit's
+code.  The kit's own child processes (its multi-process tests) are not measured:
+they run the backend code this process measures too.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import re
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.broken_backends import BROKEN
+from tests.broken_backends import BROKEN, REFUSED
 from torpor.conformance import SUITE_DIR
+
+# pytester forgets the modules each in-process run imports.  These are imported once,
+# here, so that every run shares them: a fresh copy of the LMDB plugin per run would
+# keep its own registry of open environments, and its own fork hooks.
+for _module in ("torpor.plugins.ets_like", "torpor.plugins.lmdb"):
+    with contextlib.suppress(ImportError):  # lmdb: part of the test extra, optional here
+        importlib.import_module(_module)
 
 ROOT = Path(__file__).resolve().parent.parent
 
+INNER = ("-p", "no:cacheprovider", "-o", "addopts=--strict-markers", "-o", "timeout=0")
+"""For a pytest run inside this one: the project's addopts would start a second
+coverage measurement (and stop this run's), and a per-test timeout would cancel the
+outer test's.  Strict markers stay, as in a run of its own."""
 
-def run_kit(backend: str, tmp_path: Path, *extra: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
-    report = tmp_path / "report.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(SUITE_DIR), "-p", "torpor.conformance.plugin",
-         "-p", "no:cacheprovider", "--torpor-backend", backend, "--torpor-report", str(report),
-         "-q", *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+
+@dataclass
+class KitRun:
+    code: int
+    matrix: dict[str, Any]
+    output: str
+
+
+def run_kit(pytester: pytest.Pytester, backend: str, *extra: str) -> KitRun:
+    """Run the kit's suite on ``backend`` in this process, from the project root (as
+    ``python -m pytest conformance/suite -p torpor.conformance.plugin`` would)."""
+    return run_pytest(
+        pytester, str(SUITE_DIR), "-p", "torpor.conformance.plugin", f"--rootdir={ROOT}",
+        "--torpor-backend", backend, "--torpor-report", str(pytester.path / "report.json"),
+        *extra,
     )  # fmt: skip
+
+
+def run_pytest(pytester: pytest.Pytester, *args: str) -> KitRun:
+    """``pytest ARGS`` in this process; the matrix is read if the run wrote one."""
+    report = pytester.path / "report.json"
+    basetemp = pytester.path / "basetemp"  # never the outer run's, which it would prune
+    result = pytester.runpytest_inprocess(*INNER, f"--basetemp={basetemp}", "-q", *args)
     matrix = json.loads(report.read_text()) if report.exists() else {}
-    return proc.returncode, matrix, proc.stdout + proc.stderr
+    output = "\n".join([*result.outlines, *result.errlines])
+    return KitRun(int(result.ret), matrix, output)
 
 
+# Not measured: a broken backend runs the kit code the healthy runs below measure (no
+# line is covered by these alone), and the tracer would double each run's time.
+@pytest.mark.unmeasured
 @pytest.mark.parametrize(("name", "area"), sorted(BROKEN.items()))
-def test_kit_catches_the_broken_backend(name: str, area: str, tmp_path: Path) -> None:
-    code, matrix, output = run_kit(f"tests.broken_backends:{name}", tmp_path, "--torpor-area", area)
-    assert code == 1, output
-    assert matrix["failing_areas"] == [area], output
-    assert f"FAILING AREAS: {area}" in output
+def test_kit_catches_the_broken_backend(name: str, area: str, pytester: pytest.Pytester) -> None:
+    run = run_kit(pytester, f"tests.broken_backends:{name}", "--torpor-area", area)
+    assert run.code == 1, run.output
+    assert run.matrix["failing_areas"] == [area], run.output
+    assert f"FAILING AREAS: {area}" in run.output
 
 
+@pytest.mark.parametrize(("name", "claim"), sorted(REFUSED.items()))
+def test_kit_refuses_a_claim_it_cannot_test(
+    name: str, claim: str, pytester: pytest.Pytester
+) -> None:
+    run = run_kit(pytester, f"tests.broken_backends:{name}")
+    assert run.code == pytest.ExitCode.USAGE_ERROR, run.output
+    assert run.matrix.get("areas") == [], run.output  # refused before any test ran
+    refusal = rf"torpor conformance: tests\.broken_backends:{name}: .*{claim}"
+    assert re.search(refusal, run.output), run.output
+
+
+@pytest.mark.timeout(600)  # the whole kit, under coverage
 @pytest.mark.parametrize("backend", ["ets_like", "tests.minimal_backend:MinimalBackend"])
-def test_healthy_backends_pass_the_whole_kit(backend: str, tmp_path: Path) -> None:
-    code, matrix, output = run_kit(backend, tmp_path)
-    assert code == 0, output
-    statuses = {row["area"]: row["status"] for row in matrix["areas"]}
+def test_healthy_backends_pass_the_whole_kit(backend: str, pytester: pytest.Pytester) -> None:
+    run = run_kit(pytester, backend)
+    assert run.code == 0, run.output
+    statuses = {row["area"]: row["status"] for row in run.matrix["areas"]}
     assert "failing" not in statuses.values()
     assert statuses["persistence"] == "missing"
     if backend == "ets_like":
@@ -50,127 +100,110 @@ def test_healthy_backends_pass_the_whole_kit(backend: str, tmp_path: Path) -> No
         assert statuses["iteration"] == statuses["hibernation"] == "fallback"
 
 
-def test_lmdb_passes_the_whole_kit_with_every_area_native(tmp_path: Path) -> None:
+@pytest.mark.timeout(600)
+def test_lmdb_passes_the_whole_kit_with_every_area_native(pytester: pytest.Pytester) -> None:
     pytest.importorskip("lmdb")
     # No options: lmdb declares ``path`` as storage, so each test gets its own folder.
-    code, matrix, output = run_kit("lmdb", tmp_path)
-    assert code == 0, output
-    statuses = {row["area"]: row["status"] for row in matrix["areas"]}
+    run = run_kit(pytester, "lmdb")
+    assert run.code == 0, run.output
+    statuses = {row["area"]: row["status"] for row in run.matrix["areas"]}
     assert set(statuses.values()) <= {"core", "native"}, statuses  # no fallback, nothing missing
-    assert {row["area"]: row["passed"] for row in matrix["areas"]}["multiprocess"] == 3
+    (multiprocess,) = [row for row in run.matrix["areas"] if row["area"] == "multiprocess"]
+    assert multiprocess["skipped"] == 0, run.output  # every one ran, in real processes
+    assert multiprocess["passed"] >= len(_kit_tests("multiprocess")), run.output
 
 
-def test_cli_exits_non_zero_and_names_the_area(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "torpor", "conformance", "tests.broken_backends:FoldsCase",
-         "--area", "ids", "--area", "crud"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 1
+def test_cli_exits_non_zero_and_names_the_area(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from torpor.cli import cli
+
+    # The command runs pytest in this process: the same settings as run_pytest's.
+    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join([*INNER, f"--basetemp={tmp_path}"]))
+    monkeypatch.chdir(ROOT)
+    args = ["conformance", "tests.broken_backends:FoldsCase", "--area", "ids", "--area", "crud"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
     # ids, and now crud too: a record keyed "STRASSE" naming "Straße" is damage.
-    failing = next(line for line in proc.stdout.splitlines() if "FAILING AREAS:" in line)
+    failing = next(line for line in result.output.splitlines() if "FAILING AREAS:" in line)
     assert "ids" in failing.split(":", 1)[1].replace(",", " ").split(), failing
 
 
-def test_declared_deviations_are_strict_xfail(tmp_path: Path) -> None:
-    conftest = tmp_path / "conftest.py"
-    conftest.write_text(
-        "import pytest\n"
-        "from torpor.conformance import Target\n"
-        "pytest_plugins = ['torpor.conformance.plugin']\n"
-        "@pytest.fixture(scope='session')\n"
-        "def torpor_target():\n"
-        "    return Target(backend='tests.broken_backends:FoldsCase', deviations={\n"
-        "        'test_case_is_kept': 'keys are case-insensitive by design',\n"
-        "        'test_nfc_and_nfd_are_distinct': 'claimed broken, but it is not',\n"
-        "    })\n"
-    )
-    (tmp_path / "test_mine.py").write_text("from torpor.conformance.suite import *  # noqa\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(tmp_path), "-q", "-p", "no:cacheprovider",
-         "-k", "test_case_is_kept or test_nfc_and_nfd", f"--rootdir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env_with_root(),
-    )  # fmt: skip
-    out = proc.stdout
-    assert "1 xfailed" in out, out  # the declared, real deviation
-    assert "XPASS(strict)" in out and "1 failed" in out, out  # a wrong claim is reported
-
-
-def test_overriding_a_kit_test_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "conftest.py").write_text(
-        "import pytest\nfrom torpor.conformance import Target\n"
-        "pytest_plugins = ['torpor.conformance.plugin']\n"
-        "@pytest.fixture(scope='session')\ndef torpor_target():\n"
-        "    return Target(backend='ets_like')\n"
-    )
-    (tmp_path / "test_mine.py").write_text(
-        "from torpor.conformance.suite import *  # noqa\n"
-        "import pytest\n"
-        "@pytest.mark.torpor_area('ids')\n"
-        "def test_case_is_kept(kit):\n    pass\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(tmp_path), "-q", "-p", "no:cacheprovider",
-         f"--rootdir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env_with_root(),
-    )  # fmt: skip
-    assert proc.returncode != 0
-    assert "overrides the conformance test 'test_case_is_kept'" in proc.stdout + proc.stderr
-
-
-def _env_with_root(*more: str) -> dict[str, str]:
-    import os
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *more, env.get("PYTHONPATH", "")])
-    return env
-
-
-def _user_suite(tmp_path: Path, target: str, module: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "conftest.py").write_text(
-        "import pytest\nfrom torpor.conformance import Target\n"
+def _user_suite(
+    pytester: pytest.Pytester, target: str, module: str, *args: str, prelude: str = ""
+) -> KitRun:
+    """A plugin author's own test suite: a conftest with a ``torpor_target`` fixture
+    (after ``prelude``, for what it imports) and a test module, run as its own project
+    (no ini file)."""
+    pytester.makeconftest(
+        prelude + "import pytest\nfrom torpor.conformance import Target\n"
         "pytest_plugins = ['torpor.conformance.plugin']\n"
         f"@pytest.fixture(scope='session')\ndef torpor_target():\n    return {target}\n"
     )
-    (tmp_path / "test_mine.py").write_text(module)
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", str(tmp_path), "-q", "-p", "no:cacheprovider",
-         f"--rootdir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env_with_root(),
+    pytester.makepyfile(test_mine=module)
+    return run_pytest(pytester, str(pytester.path), f"--rootdir={pytester.path}", *args)
+
+
+def test_declared_deviations_are_strict_xfail(pytester: pytest.Pytester) -> None:
+    run = _user_suite(
+        pytester,
+        "Target(backend='tests.broken_backends:FoldsCase', deviations={\n"
+        "        'test_case_is_kept': 'keys are case-insensitive by design',\n"
+        "        'test_nfc_and_nfd_are_distinct': 'claimed broken, but it is not',\n"
+        "    })",
+        "from torpor.conformance.suite import *  # noqa\n",
+        "-k", "test_case_is_kept or test_nfc_and_nfd",
     )  # fmt: skip
+    assert "1 xfailed" in run.output, run.output  # the declared, real deviation
+    assert "XPASS(strict)" in run.output and "1 failed" in run.output, run.output
 
 
-def test_a_suite_that_drifted_to_fewer_tests_fails(tmp_path: Path) -> None:
-    proc = _user_suite(
-        tmp_path,
+def test_overriding_a_kit_test_is_refused(pytester: pytest.Pytester) -> None:
+    run = _user_suite(
+        pytester,
+        "Target(backend='ets_like')",
+        "from torpor.conformance.suite import *  # noqa\n"
+        "import pytest\n"
+        "@pytest.mark.torpor_area('ids')\n"
+        "def test_case_is_kept(kit):\n    pass\n",
+    )
+    assert run.code != 0
+    assert "overrides the conformance test 'test_case_is_kept'" in run.output
+
+
+def test_a_suite_that_drifted_to_fewer_tests_fails(pytester: pytest.Pytester) -> None:
+    run = _user_suite(
+        pytester,
         "Target(backend='ets_like')",
         "from torpor.conformance.suite import test_case_is_kept  # noqa\n",
     )
-    assert proc.returncode == 1, proc.stdout
-    assert "kit test(s) were not collected" in proc.stdout
+    assert run.code == 1, run.output
+    assert "kit test(s) were not collected" in run.output
 
 
-def test_a_deviation_naming_no_kit_test_is_an_error(tmp_path: Path) -> None:
-    proc = _user_suite(
-        tmp_path,
+def test_a_deviation_naming_no_kit_test_is_an_error(pytester: pytest.Pytester) -> None:
+    run = _user_suite(
+        pytester,
         "Target(backend='ets_like', deviations={'test_that_does_not_exist': 'typo'})",
         "from torpor.conformance.suite import *  # noqa\n",
     )
-    assert proc.returncode != 0
-    assert "deviations name no kit test: ['test_that_does_not_exist']" in proc.stdout
+    assert run.code != 0
+    assert "deviations name no kit test: ['test_that_does_not_exist']" in run.output
 
 
-def test_an_unknown_capability_name_is_an_error(tmp_path: Path) -> None:
-    proc = _user_suite(
-        tmp_path,
+def test_an_unknown_capability_name_is_an_error(pytester: pytest.Pytester) -> None:
+    run = _user_suite(
+        pytester,
         "Target(backend='ets_like')",
         "import pytest\n"
         "@pytest.mark.torpor_area('ids')\n"
         "@pytest.mark.torpor_requires('teleportation')\n"
         "def test_my_extra(kit):\n    pass\n",
     )
-    assert proc.returncode != 0
-    assert "unknown capability 'teleportation'" in proc.stdout + proc.stderr
+    assert run.code != 0
+    assert "unknown capability 'teleportation'" in run.output
 
 
 def test_every_kit_test_is_marked_with_its_area() -> None:
@@ -186,81 +219,157 @@ def test_every_kit_test_is_marked_with_its_area() -> None:
 # -- running the kit as a plugin author would -----------------------------------------
 
 
-def test_an_explicit_storage_form_still_works(tmp_path: Path) -> None:
+def test_an_explicit_storage_form_still_works(pytester: pytest.Pytester) -> None:
     pytest.importorskip("lmdb")
-    code, matrix, output = run_kit(
-        "lmdb", tmp_path, "--torpor-area", "persistence", "--torpor-option", "path={storage}/env"
+    run = run_kit(
+        pytester, "lmdb", "--torpor-area", "persistence", "--torpor-option", "path={storage}/env"
     )
-    assert code == 0, output
-    assert [row["passed"] for row in matrix["areas"]] == [3], output
+    assert run.code == 0, run.output
+    assert [row["passed"] for row in run.matrix["areas"]] == [len(_kit_tests("persistence"))]
 
 
-def test_a_fixed_storage_option_is_refused_before_any_test_runs(tmp_path: Path) -> None:
+def test_a_fixed_storage_option_is_refused_before_any_test_runs(pytester: pytest.Pytester) -> None:
     pytest.importorskip("lmdb")
-    code, matrix, output = run_kit("lmdb", tmp_path, "--torpor-option", "path=/tmp/x")
-    assert code == 4, output  # pytest's usage error
-    assert matrix == {}, output  # nothing ran
-    errors = [line for line in output.splitlines() if line.strip()]
+    run = run_kit(pytester, "lmdb", "--torpor-option", "path=/tmp/x")
+    assert run.code == pytest.ExitCode.USAGE_ERROR, run.output
+    assert run.matrix == {}, run.output  # nothing ran
+    errors = [line for line in run.output.splitlines() if line.strip()]
     assert errors == [
         "ERROR: option 'path' names storage; each test needs its own: "
         'use --torpor-option "path={storage}/sessions"'
-    ], output
+    ], run.output
 
 
-def test_a_fixed_storage_option_in_a_target_stops_the_run_once(tmp_path: Path) -> None:
+def test_a_fixed_storage_option_in_a_target_stops_the_run_once(pytester: pytest.Pytester) -> None:
     pytest.importorskip("lmdb")
-    proc = _user_suite(
-        tmp_path,
+    run = _user_suite(
+        pytester,
         "Target(backend='lmdb', options={'path': '/tmp/x'})",
         "from torpor.conformance.suite import *  # noqa\n",
     )
-    assert proc.returncode == 4, proc.stdout
+    assert run.code == pytest.ExitCode.USAGE_ERROR, run.output
     message = (
         "option 'path' names storage; each test needs its own: "
         "use Target(options={'path': '{storage}/sessions'})"
     )
-    assert proc.stdout.count(message) == 1, proc.stdout
-    assert "ERROR at setup" not in proc.stdout and "passed" not in proc.stdout, proc.stdout
+    assert run.output.count(message) == 1, run.output
+    assert "ERROR at setup" not in run.output and "passed" not in run.output, run.output
 
 
-def test_static_claims_that_differ_from_the_backends_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "claims_too_much.py").write_text(
-        "from torpor.plugins.ets_like import create_backend as _ets_like\n"
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--torpor-area", "nosuch"], "unknown --torpor-area ['nosuch']; areas: "),
+        (["--torpor-option", "novalue"], "--torpor-option wants KEY=VALUE, not 'novalue'"),
+        (["--torpor-option", "=x"], "--torpor-option wants KEY=VALUE, not '=x'"),
+    ],
+    ids=["unknown-area", "option-without-value", "option-without-key"],
+)
+def test_a_bad_kit_option_stops_the_run_with_one_line(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    run = run_kit(pytester, "ets_like", *args)
+    assert run.code == pytest.ExitCode.USAGE_ERROR, run.output
+    errors = [line for line in run.output.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith(f"ERROR: {message}"), run.output
+
+
+@pytest.mark.parametrize(
+    ("backend", "message"),
+    [
+        ("tests.no_such_module:factory", "cannot load the backend factory "
+         "'tests.no_such_module:factory': ModuleNotFoundError"),
+        ("tests.broken_backends:no_such_factory", "cannot load the backend factory "
+         "'tests.broken_backends:no_such_factory': AttributeError"),
+        ("tests.broken_backends:BROKEN", "'tests.broken_backends:BROKEN' is not callable"),
+    ],
+    ids=["no-module", "no-attribute", "not-callable"],
+)  # fmt: skip
+def test_a_backend_the_kit_cannot_load_is_one_line(
+    pytester: pytest.Pytester, backend: str, message: str
+) -> None:
+    run = run_kit(pytester, backend)
+    assert run.code == pytest.ExitCode.USAGE_ERROR, run.output
+    errors = [line for line in run.output.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith(f"ERROR: {message}"), run.output
+
+
+def test_a_run_without_a_backend_says_how_to_name_one(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("pytest_plugins = ['torpor.conformance.plugin']\n")
+    pytester.makepyfile(test_mine="from torpor.conformance.suite import *  # noqa\n")
+    run = run_pytest(pytester, str(pytester.path), f"--rootdir={pytester.path}", "-k", "case_is")
+    assert run.code != 0
+    assert "the conformance kit needs a backend: pass --torpor-backend NAME" in run.output
+
+
+def test_a_build_target_runs_the_kit_but_cannot_reach_a_process(pytester: pytest.Pytester) -> None:
+    # build= is for a backend no entry point names: a callable, which a child process
+    # cannot rebuild.  Reopening the same storage works; the multi-process tests skip.
+    pytest.importorskip("lmdb")
+    run = _user_suite(
+        pytester,
+        "Target(build=lambda storage: create_backend(path=str(storage / 'env')), name='mine')",
+        "from torpor.conformance.suite import *  # noqa\n",
+        "--torpor-area", "persistence", "--torpor-area", "multiprocess",
+        "--torpor-report", str(pytester.path / "report.json"),
+        prelude="from torpor.plugins.lmdb import create_backend\n",
+    )  # fmt: skip
+    assert run.code == 0, run.output
+    rows = {row["area"]: row for row in run.matrix["areas"]}
+    assert run.matrix["backend"] == "mine"
+    assert rows["persistence"]["passed"] == len(_kit_tests("persistence")), run.output
+    assert rows["multiprocess"]["passed"] == 0, run.output
+    reasons = {s["reason"] for s in rows["multiprocess"]["skipped_tests"]}
+    assert reasons == {"missing: the target is a build= callable, which cannot reach a process"}
+
+
+def test_static_claims_that_differ_from_the_backends_are_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        claims_too_much="from torpor.plugins.ets_like import create_backend as _ets_like\n"
         "def factory(**options):\n    return _ets_like(**options)\n"
         "factory.capabilities = {'native_iteration', 'persistent'}\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(SUITE_DIR), "-p", "torpor.conformance.plugin",
-         "-p", "no:cacheprovider", "--torpor-backend", "claims_too_much:factory", "-q",
-         "--torpor-area", "ids"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env=_env_with_root(str(tmp_path)),
-    )  # fmt: skip
-    assert proc.returncode == 4, proc.stdout + proc.stderr
+    pytester.syspathinsert()
+    run = run_kit(pytester, "claims_too_much:factory", "--torpor-area", "ids")
+    assert run.code == pytest.ExitCode.USAGE_ERROR, run.output
     assert (
         "claims_too_much:factory: the factory declares capabilities "
         "{native_iteration, persistent} but the backend claims "
         "{native_expiry, native_hibernation, native_iteration} in torpor_capabilities()"
-    ) in proc.stdout, proc.stdout
+    ) in run.output, run.output
 
 
-def test_skips_and_their_reasons_are_in_the_matrix_and_the_report(tmp_path: Path) -> None:
-    code, matrix, output = run_kit("ets_like", tmp_path, "--torpor-area", "persistence")
-    assert code == 0, output
-    (row,) = matrix["areas"]
-    assert row["skipped"] == 3
+def test_skips_and_their_reasons_are_in_the_matrix_and_the_report(
+    pytester: pytest.Pytester,
+) -> None:
+    run = run_kit(pytester, "ets_like", "--torpor-area", "persistence")
+    assert run.code == 0, run.output
+    (row,) = run.matrix["areas"]
     skipped = {s["test"]: s["reason"] for s in row["skipped_tests"]}
+    assert set(skipped) == _kit_tests("persistence"), skipped  # every one, with its reason
+    assert row["skipped"] == len(skipped)
     assert skipped["test_reopen_keeps_sessions_and_their_state"] == (
         "missing: backend does not claim PERSISTENT"
     ), skipped
-    assert len(skipped) == 3, skipped
-    matrix_text = output[output.index("torpor conformance matrix") :]
-    assert "SKIPPED (3):" in matrix_text, output
+    assert all(r.startswith("missing: backend does not claim PERSISTENT") for r in skipped.values())
+    matrix_text = run.output[run.output.index("torpor conformance matrix") :]
+    assert f"SKIPPED ({len(skipped)}):" in matrix_text, run.output
     assert re.search(
         r"persistence\s+test_reopen_keeps_sessions_and_their_state\s+"
         r"missing: backend does not claim PERSISTENT",
         matrix_text,
-    ), output
+    ), run.output
+
+
+def _kit_tests(area: str) -> set[str]:
+    """The names of the kit's tests in ``area``."""
+    from torpor.conformance.suite import KIT_TESTS
+
+    return {
+        name
+        for name, function in KIT_TESTS.items()
+        if any(m.name == "torpor_area" and m.args[0] == area for m in function.pytestmark)  # type: ignore[attr-defined]
+    }
 
 
 def test_expect_raises_names_the_call_and_what_it_did_instead() -> None:
