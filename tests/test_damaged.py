@@ -291,3 +291,24 @@ def test_a_damaged_message_never_loses_the_others_taken_with_it(
     with caplog.at_level(logging.ERROR, logger="torpor"):
         assert mgr.receive(s.id, max_messages=10) == ["first", "third"]
     assert "damaged message" in caplog.text and mgr.pending(s.id) == 0
+
+
+def test_damage_past_the_log_limit_is_summed_up_once_and_still_counted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from torpor import _iteration
+
+    monkeypatch.setattr(_iteration, "_LOGGED_LIMIT", 5)  # 10,000 in production
+    backend = MinimalBackend()
+    with torpor.open(backend, sweeper=False) as mgr:
+        good = mgr.create({}).id
+        for i in range(8):
+            backend.blobs[f"junk-{i}"] = b"not a torpor record"
+        with caplog.at_level(logging.WARNING, logger="torpor"):
+            for _ in range(2):  # walked past twice: logged once all the same
+                assert list(mgr.ids(batch_size=3)) == [good]
+        assert mgr.stats().damaged == 8  # the log is capped, the count is not
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("torpor")]
+    skipped = [m for m in messages if m.startswith("skipping stored value under 'junk-")]
+    assert len(skipped) == 5, messages
+    assert messages.count("more than 5 damaged or foreign records; no longer logging each") == 1

@@ -222,3 +222,16 @@ def test_a_clock_must_return_whole_milliseconds() -> None:
         torpor.open(clock=lambda: time.time() * 1000)
     with pytest.raises(ConfigError, match="callable"):
         torpor.open(clock=12345)  # type: ignore[arg-type]
+
+
+def test_a_manual_clock_only_moves_forward() -> None:
+    clock = torpor.ManualClock(1000)
+    assert clock.advance(5) == 1005 == clock()
+    clock.set(2000)
+    clock.set(2000)  # standing still is allowed
+    assert clock() == 2000 and repr(clock) == "ManualClock(2000)"
+    with pytest.raises(ValueError, match="only moves forward"):
+        clock.advance(-1)
+    with pytest.raises(ValueError, match="only moves forward"):
+        clock.set(1999)
+    assert clock() == 2000

@@ -81,6 +81,9 @@ def test_crash_safety_under_sigkill(tmp_path: Path) -> None:
     assert len(acknowledged) >= 20
 
 
+# A memory figure over 200,000 sessions: coverage's tracer would only add a minute to it
+# (its code runs in other tests too) and allocations of its own to what it measures.
+@pytest.mark.unmeasured
 def test_iteration_memory_200k_within_1_2x_of_20k(tmp_path: Path) -> None:
     with _open(tmp_path / "env", durability="nosync") as mgr:
         small = walk_peak_bytes(mgr, 20_000, 500, {"x": 1})

@@ -354,3 +354,31 @@ def test_a_foreign_mail_key_is_not_taken_for_queued_mail(tmp_path: Path) -> None
         assert _drain(mgr, s.id) == ["real"]
         assert mgr.cancel(s.id)  # and the foreign key goes with the session
         assert backend.shared.read(lambda txn: txn.get(foreign, db=backend._dbs.mail)) is None
+
+
+def test_pending_counts_both_lanes_of_one_life_of_one_session(tmp_path: Path) -> None:
+    mgr, backend = _open(tmp_path / "env")
+    with mgr:
+        s = mgr.create({}, session_id="s", timeout_ms=None)
+        mgr.create({}, session_id="s1", timeout_ms=None)  # "s" is a prefix of its key
+        for i in range(3):
+            mgr.send("s", i)
+        mgr.send("s", "urgent", priority=True)
+        mgr.send("s1", "not for s")
+        assert (mgr.pending("s"), mgr.pending("s1")) == (4, 1)
+        assert mgr.receive("s", max_messages=2) == ["urgent", 0]
+        assert mgr.pending("s") == 2
+        # The protocol call with the incarnation of another life of the id sees none of
+        # this life's mail (a caller holding a stale record must not count it).
+        mailbox = backend.torpor_mailbox()
+        assert mailbox.pending("s", s.incarnation) == 2
+        assert mailbox.pending("s", s.incarnation + 1) == 0
+        assert mgr.delete("s")
+        assert mgr.pending("s") == 0  # gone with the session
+        again = mgr.create({}, session_id="s", timeout_ms=None)
+        assert mgr.pending("s") == 0 and mgr.receive("s", timeout=0) == []
+        assert again.incarnation != s.incarnation
+        assert mailbox.pending("s", again.incarnation) == 0
+        mgr.send("s", "new life")
+        assert mailbox.pending("s", s.incarnation) == 0  # the old life has none
+        assert mgr.pending("s1") == 1

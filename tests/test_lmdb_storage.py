@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,45 @@ def test_an_expiry_sweep_commits_once_per_batch(tmp_path: Path) -> None:
         commits = _txnid(backend) - before
         assert commits <= math.ceil(25 / 10) + 1, f"{commits} commits for 25 sessions"
         assert len(mgr) == 0
+
+
+def test_a_sweep_stopped_mid_batch_applies_none_of_that_batch(tmp_path: Path) -> None:
+    # The stop flag is the one an urgent close raises.  Stopped anywhere, a pass leaves
+    # whole batches (one transaction each) and reports exactly what it committed.
+    clock = torpor.ManualClock()
+    reported: list[int] = []
+
+    class Hibernations:
+        def torpor_event(self, event: torpor.LifecycleEvent) -> None:
+            if event.kind is torpor.EventKind.HIBERNATED:
+                reported.append(event.count)
+
+    mgr, _ = _open(
+        tmp_path / "env", clock=clock, sweep_batch_size=16, hibernate_after_ms=1000,
+        plugins=[Hibernations()],
+    )  # fmt: skip
+    with mgr:
+        for i in range(96):  # six full batches
+            mgr.create({"i": i}, timeout_ms=None)
+        clock.advance(5000)
+        stalled = 0
+        for calls in range(40):  # stop at every point of a pass's first batches
+            checks = iter(range(calls, -1, -1))
+
+            def stop(checks: Iterator[int] = checks) -> bool:
+                return next(checks, 0) == 0
+
+            before = mgr.stats().hibernated
+            mgr.run_maintenance(stop)
+            after = mgr.stats().hibernated
+            assert after % 16 == 0, f"stopped at check {calls}: {after} hibernated"
+            assert sum(reported) == after, f"stopped at check {calls}: reported {reported}"
+            stalled += after == before < 96
+        assert stalled and mgr.stats().hibernated == 96
+    # What the pass reported is what is on disk.
+    mgr, _ = _open(tmp_path / "env", clock=clock)
+    with mgr:
+        assert sum(1 for s in mgr.sessions() if s.hibernated) == sum(reported)
 
 
 def test_cancellation_tombstones_are_pruned_by_age(tmp_path: Path) -> None:
@@ -338,6 +378,34 @@ def test_foreign_values_never_break_walks_sweeps_or_removal(tmp_path: Path) -> N
         assert "junk" not in mgr.list_utf8_ids()
         assert mgr.stats().damaged == 1
         assert mgr.stats().sessions == 1
+
+
+def test_damaged_values_the_indexes_still_offer_never_stop_a_sweep(tmp_path: Path) -> None:
+    # A failing disk garbles the oldest sessions' values; their index entries are intact,
+    # so every sweep is offered them first: more of them than a batch holds.
+    clock = torpor.ManualClock()
+    mgr, backend = _open(tmp_path / "env", clock=clock, sweep_batch_size=4)
+    sessions = backend._dbs.sessions
+    with mgr:
+        garbled = [mgr.create({}, session_id=f"old-{i}", timeout_ms=1000).id for i in range(10)]
+        clock.advance(1)
+        good = [mgr.create({}, session_id=f"new-{i}", timeout_ms=1000).id for i in range(6)]
+
+        def garble(txn: Any) -> None:
+            for sid in garbled:
+                txn.put(sid.encode(), b"TP\x02\x00garbled", db=sessions)
+
+        backend.shared.write(garble)
+        clock.advance(500)
+        assert mgr.hibernate_idle(100) == len(good)
+        assert all(mgr.peek(sid).hibernated for sid in good)  # type: ignore[union-attr]
+        clock.advance(1000)
+        assert mgr.cleanup_expired() == len(good)
+        assert list(mgr.ids()) == []
+        assert mgr.stats().damaged == len(garbled)
+        for sid in garbled:  # left alone: still there, still an error to read
+            with pytest.raises(torpor.SerializationError, match=sid):
+                mgr.peek(sid)
 
 
 # -- foreign entries in the auxiliary databases ---------------------------------------------

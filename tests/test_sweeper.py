@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Sequence
+
+import pytest
 
 import torpor
+from torpor.plugins.ets_like import EtsLikeBackend
 
 
 class Progress:
@@ -40,6 +45,54 @@ def test_sweeper_hibernates_and_expires(clock: torpor.ManualClock) -> None:
         assert mgr.peek(idle).hibernated  # type: ignore[union-attr]
         assert not mgr.peek(fresh).hibernated  # type: ignore[union-attr]
         assert len(mgr) == 2 and doomed not in mgr
+
+
+class Restarting(EtsLikeBackend):
+    """A store whose idle query fails while it restarts (the first ``failures`` calls)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def torpor_idle_ids(self, cutoff_ms: int, limit: int) -> Sequence[str]:
+        if self.failures:
+            self.failures -= 1
+            raise torpor.BackendUnavailable("the store is restarting")
+        return super().torpor_idle_ids(cutoff_ms, limit)
+
+
+def test_a_failing_pass_is_logged_and_the_sweeper_keeps_going(
+    clock: torpor.ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = Restarting(failures=2)
+    with (
+        caplog.at_level(logging.ERROR, logger="torpor.sweeper"),
+        _open(clock, backend=backend) as mgr,
+    ):
+        assert mgr.sweeper is not None
+        idle = mgr.create({}).id
+        doomed = mgr.create({}, timeout_ms=500).id
+        clock.advance(2000)
+        for failing in (2, 1):
+            before = mgr.sweeper.passes
+            mgr.sweeper.kick()
+            assert mgr.sweeper.wait_for_pass(before)
+            assert backend.failures == failing - 1
+            assert not mgr.peek(idle).hibernated  # type: ignore[union-attr]
+            # Expiry is a job of its own: the hibernation pass failing does not stop it.
+            assert doomed not in mgr and len(mgr) == 1
+        before = mgr.sweeper.passes
+        mgr.sweeper.kick()  # the store is back: the next pass does the work
+        assert mgr.sweeper.wait_for_pass(before)
+        assert mgr.peek(idle).hibernated  # type: ignore[union-attr]
+    failures = [r for r in caplog.records if r.name == "torpor.sweeper"]
+    assert [r.getMessage() for r in failures] == [
+        "torpor sweeper: hibernation pass failed; will retry"
+    ] * 2
+    assert all(r.levelno == logging.ERROR for r in failures)
+    assert all(
+        r.exc_info and isinstance(r.exc_info[1], torpor.BackendUnavailable) for r in failures
+    )
 
 
 def test_no_sweeper_when_disabled(clock: torpor.ManualClock) -> None:
