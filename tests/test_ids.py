@@ -1,50 +1,14 @@
-"""The UTF-8 id rules of DESIGN §3."""
+"""The UTF-8 id rules of DESIGN §3, as ``validate_id`` and ``generate_id`` apply
+them.  That every backend keeps valid ids exactly (NFC and NFD apart) is a kit test."""
 
 from __future__ import annotations
 
 import base64
-import unicodedata
 
 import pytest
 
 import torpor
 from torpor import InvalidSessionId, generate_id, validate_id
-
-VALID = [
-    "日本語のセッション",
-    "中文会话",
-    "한국어세션",
-    "جلسة عربية",
-    "😀",
-    "𝒳𝓎𝓏",  # astral (mathematical script)
-    "👩\u200d👩\u200d👧\u200d👦",  # ZWJ family sequence
-    "🏳️\u200d🌈",
-    "e\u0301\u0301",  # combining marks
-    "नमस्ते",
-    "plain-ascii_id.123",
-]
-
-
-@pytest.mark.parametrize("sid", VALID)
-def test_valid_ids_round_trip_exactly(mgr: torpor.Manager, sid: str) -> None:
-    created = mgr.create({"v": sid}, session_id=sid)
-    assert created.id == sid
-    got = mgr.get(sid)
-    assert got is not None and got.id == sid and got.data == {"v": sid}
-    assert [ord(c) for c in got.id] == [ord(c) for c in sid]
-    assert sid in list(mgr.ids())
-    assert [s.id for s in mgr.sessions()] == [sid]
-
-
-def test_nfc_and_nfd_are_two_ids(mgr: torpor.Manager) -> None:
-    nfc = unicodedata.normalize("NFC", "café")
-    nfd = unicodedata.normalize("NFD", "café")
-    assert nfc != nfd
-    mgr.create({"form": "nfc"}, session_id=nfc)
-    mgr.create({"form": "nfd"}, session_id=nfd)
-    assert mgr.get(nfc).data == {"form": "nfc"}  # type: ignore[union-attr]
-    assert mgr.get(nfd).data == {"form": "nfd"}  # type: ignore[union-attr]
-    assert sorted(mgr.ids()) == sorted([nfc, nfd])
 
 
 def test_255_bytes_accepted_256_refused_at_a_multibyte_boundary() -> None:
