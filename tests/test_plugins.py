@@ -10,6 +10,7 @@ import pytest
 import torpor
 from tests.minimal_backend import MinimalBackend
 from torpor import Capability, ConfigError
+from torpor.plugins.ets_like import EtsLikeBackend
 
 
 def test_fast_path_binds_the_backend_method() -> None:
@@ -130,3 +131,27 @@ def test_a_wrapper_around_a_hook_the_backend_lacks_keeps_the_fallback() -> None:
         s = mgr.create({"n": 1})
         assert mgr.update(s.id, lambda d: {"n": 2}).data == {"n": 2}
         assert mgr.peek(s.id).data == {"n": 2}  # type: ignore[union-attr]
+
+
+class _ParametersInAnotherOrder(EtsLikeBackend):
+    """Declares the hookspecs' parameters in another order (or only some of them):
+    pluggy passes them by name, and so must the direct-call fast path."""
+
+    def torpor_expired_ids(self, limit: int, now_ms: int) -> Any:
+        return super().torpor_expired_ids(now_ms, limit)
+
+    def torpor_idle_ids(self, limit: int, cutoff_ms: int) -> Any:
+        return super().torpor_idle_ids(cutoff_ms, limit)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_hook_parameters_are_matched_by_name_not_position(fast_path: bool) -> None:
+    clock = torpor.ManualClock()
+    backend = _ParametersInAnotherOrder()
+    with torpor.open(backend, clock=clock, sweeper=False, fast_path=fast_path) as mgr:
+        for _ in range(3):
+            mgr.create({}, timeout_ms=10_000)
+        clock.advance(5_000)
+        assert mgr.hibernate_idle(1_000) == 3  # swapped: cutoff 1000 ms, nothing idle
+        clock.advance(10_000)
+        assert mgr.cleanup_expired() == 3  # swapped: "now" would be the batch size
