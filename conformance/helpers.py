@@ -56,36 +56,52 @@ def walk_peak_bytes(mgr: torpor.Manager, size: int, batch_size: int, data: dict[
     return peak
 
 
-def wait_for_waiter(mgr: torpor.Manager, session_id: str, timeout_s: float = 10.0) -> None:
+def wait_for_waiter(
+    mgr: torpor.Manager,
+    session_id: str,
+    timeout_s: float = 10.0,
+    consumer: threading.Thread | None = None,
+) -> None:
     """Return once a consumer in this process is blocked in ``receive(session_id)``.
 
     It polls for that condition itself, never for a duration, so a slow machine makes
-    it slower, not wrong."""
-    import time
-
+    it slower, not wrong.  Given the ``consumer`` thread, it fails at once if that
+    thread ends before it is seen blocked (its ``receive`` returned or raised)."""
     deadline = time.monotonic() + timeout_s
     while mgr.waiters(session_id) < 1:
+        if consumer is not None and not consumer.is_alive():
+            raise AssertionError(f"the consumer of {session_id!r} ended without blocking")
         if time.monotonic() > deadline:
             raise AssertionError(f"no consumer blocked on {session_id!r} within {timeout_s} s")
         time.sleep(0.001)
 
 
 def blocked_consumer(
-    mgr: torpor.Manager, session_id: str
+    mgr: torpor.Manager, session_id: str, *, timeout: float = 30
 ) -> tuple[threading.Thread, list[BaseException]]:
-    """Start a thread blocked in ``receive(session_id, timeout=30)`` and return once it
-    is; the list receives whatever the receive raised (empty if it returned)."""
+    """Start a thread blocked in ``receive(session_id, timeout=timeout)`` and return
+    once it is; the list receives whatever the receive raised (empty if it returned).
+    If the receive returns or raises before it blocks, fail at once, saying what it
+    did."""
     outcome: list[BaseException] = []
+    returned: list[object] = []
 
     def consume() -> None:
         try:
-            mgr.receive(session_id, timeout=30)
+            returned.append(mgr.receive(session_id, timeout=timeout))
         except BaseException as exc:  # handed to the test, which asserts on it
             outcome.append(exc)
 
     thread = threading.Thread(target=consume)
     thread.start()
-    wait_for_waiter(mgr, session_id)
+    try:
+        wait_for_waiter(mgr, session_id, consumer=thread)
+    except AssertionError:
+        thread.join(timeout=10)
+        did = f"raised {outcome[0]!r}" if outcome else f"returned {_short(returned)}"
+        raise AssertionError(
+            f"receive({session_id!r}, timeout={timeout!r}) {did} instead of blocking"
+        ) from outcome[0] if outcome else None
     return thread, outcome
 
 

@@ -326,8 +326,8 @@ def torpor_iterate(  # type: ignore[empty-body]
     and created again meanwhile; records written during the walk may or may not be
     returned.  Values that are not valid records are returned like any other (the
     manager skips them).  Each call should open and close its own read transaction (a
-    slow consumer must not pin a snapshot) and hold memory in proportion to
-    ``batch_size``, not to the store.
+    slow consumer must not pin a snapshot), return at most ``batch_size`` items, and
+    hold memory in proportion to ``batch_size``, not to the store.
     """
 
 

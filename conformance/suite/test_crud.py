@@ -275,7 +275,8 @@ def test_bad_arguments_are_invalid_argument(kit: Kit, what: str) -> None:
     assert isinstance(caught, ValueError)
 
 
-def test_a_huge_finite_timeout_waits_without_overflow(kit: Kit) -> None:
+def test_a_huge_finite_timeout_is_accepted(kit: Kit) -> None:
+    # The mailbox area's test_a_huge_finite_timeout_waits_for_the_next_message waits.
     mgr = kit.open()
     s = mgr.create({})
     mgr.send(s.id, "ready")

@@ -71,6 +71,31 @@ def test_set_timeout_moves_the_deadline(kit: Kit) -> None:
     assert s.id not in mgr and mgr.cleanup_expired() == 1
 
 
+def test_a_moved_deadline_leaves_no_trace(kit: Kit) -> None:
+    # Once a deadline moves (a touch, a longer timeout, no timeout at all), the old
+    # one counts for nothing: not in len(), ids() or stats(), not in a sweep.
+    mgr = kit.open()
+    ids = {
+        how: mgr.create({"how": how}, session_id=how, timeout_ms=STEP_MS).id
+        for how in ("no-timeout", "longer", "touched", "got")
+    }
+    kit.clock.advance(STEP_MS)  # every old deadline is "now"
+    expect_returns(True, mgr.set_timeout, ids["no-timeout"], None)
+    expect_returns(True, mgr.set_timeout, ids["longer"], 10 * STEP_MS)
+    expect_returns(True, mgr.touch, ids["touched"])
+    assert mgr.get(ids["got"]) is not None
+    kit.clock.advance(STEP_MS // 2)  # past every old deadline, before every new one
+    live = set(ids.values())
+    check_counts(mgr, Counts(4, 4, 0, 0, 4), live, "the old deadlines passed")
+    expect_returns(0, mgr.cleanup_expired, what="cleanup_expired() past the old deadlines")
+    kit.clock.advance(10 * STEP_MS)  # past every new deadline
+    live = {ids["no-timeout"]}
+    check_counts(mgr, Counts(1, 1, 0, 3, 4), live, "the new deadlines passed")
+    expect_returns(3, mgr.cleanup_expired, what="cleanup_expired() past the new deadlines")
+    assert mgr.get(ids["no-timeout"]) is not None
+    check_counts(mgr, Counts(1, 1, 0, 0, 1), live, "cleanup_expired()")
+
+
 def test_cleanup_goes_past_one_batch(kit: Kit) -> None:
     # Batches of 7, expired sessions interleaved with live ones in every order a store
     # may keep (creation, deadline, hibernated or not).

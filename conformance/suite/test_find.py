@@ -139,6 +139,31 @@ def test_find_sees_each_session_under_a_reused_id(kit: Kit) -> None:
     _finds(mgr, [], colour="green")
 
 
+def test_create_index_files_every_stored_session(kit: Kit) -> None:
+    # An index created over existing data starts from every stored session, whatever
+    # its state: active, hibernated (touched or not), or expired but not yet removed.
+    mgr = kit.open()
+    active = mgr.create({"team": "red"}, session_id="active", timeout_ms=None).id
+    asleep = [
+        mgr.create({"team": "red"}, session_id=f"asleep-{i}", timeout_ms=t).id
+        for i, t in enumerate([None, None, 10 * STEP_MS])
+    ]
+    expiring = mgr.create({"team": "red"}, session_id="expiring", timeout_ms=STEP_MS).id
+    kit.clock.advance(2 * STEP_MS)
+    mgr.touch(active)
+    expect_returns(4, mgr.hibernate_idle, STEP_MS, what="hibernate_idle() of 3 live, 1 expired")
+    expect_returns(True, mgr.touch, asleep[0])  # refreshed, still asleep
+    _index_if_native(mgr, "team")
+    _finds(mgr, [active, *asleep], team="red")
+    mgr.get(asleep[1])  # a wake after the index exists
+    _finds(mgr, [active, *asleep], team="red")
+    mgr.update(asleep[2], lambda d: {"team": "blue"})
+    _finds(mgr, [active, asleep[0], asleep[1]], team="red")
+    _finds(mgr, [asleep[2]], team="blue")
+    mgr.create({"team": "blue"}, session_id=expiring)  # takes over the expired record
+    _finds(mgr, [asleep[2], expiring], team="blue")
+
+
 # Values a session can hold that are == across types, and look-alikes that are not.
 # Each is stored as it comes back (a tuple comes back as a list, and a list is never
 # == a tuple); torpor.indexing.canonical_key is how an index can agree with ==.

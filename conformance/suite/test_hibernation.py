@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+import torpor
 from torpor.conformance._kit import STEP_MS, Kit
 from torpor.conformance._marks import kit_module
 from torpor.conformance._model import Counts, check_counts
@@ -26,6 +27,23 @@ def test_exact_counts_and_idempotence(kit: Kit) -> None:
     assert all(states[i] for i in old) and not states[edge]
     assert not any(states[i] for i in fresh)
     assert mgr.stats().hibernated == 40
+
+
+def test_expired_unswept_sessions_are_hibernated_and_counted(kit: Kit) -> None:
+    # docs/contract.md §5: hibernate_idle hibernates every idle session not hibernated
+    # yet, expired ones not yet removed included, and counts them all.
+    mgr = kit.open(sweep_batch_size=7)
+    short = [mgr.create({"i": i}, timeout_ms=STEP_MS).id for i in range(10)]
+    never = [mgr.create({"i": i}, timeout_ms=None).id for i in range(10)]
+    kit.clock.advance(2 * STEP_MS)
+    check_counts(mgr, Counts(10, 10, 0, 10, 20), never, "10 of 20 idle sessions expired")
+    expect_returns(
+        20, mgr.hibernate_idle, STEP_MS, what="hibernate_idle() of 10 live and 10 expired"
+    )
+    expect_returns(0, mgr.hibernate_idle, STEP_MS, what="a second hibernate_idle()")
+    check_counts(mgr, Counts(10, 0, 10, 10, 20), never, "hibernate_idle()")
+    expect_returns(10, mgr.cleanup_expired)
+    assert not set(short) & set(mgr.list_utf8_ids())
 
 
 def test_last_accessed_untouched_and_expiry_not_delayed(kit: Kit) -> None:
@@ -100,6 +118,44 @@ def test_memory_drops_on_chat_like_data(kit: Kit) -> None:
     assert mgr.hibernate_idle(STEP_MS) == 300
     after = mgr.stats().memory_bytes
     assert after is not None and after < before * 0.5, (before, after)
+
+
+def test_memory_follows_deletes_and_expiry(kit: Kit) -> None:
+    # memory_bytes is what the sessions take: what a removal frees must leave it, or
+    # a store that churns reports its high-water mark forever.
+    mgr = kit.open()
+    empty = mgr.stats().memory_bytes
+    if empty is None:
+        pytest.skip("missing: backend does not report memory_bytes")
+    rng = random.Random(8)
+    asleep = [mgr.create(chat_session(rng), timeout_ms=None).id for _ in range(40)]
+    short = [mgr.create(chat_session(rng), timeout_ms=3 * STEP_MS).id for _ in range(40)]
+    kit.clock.advance(2 * STEP_MS)
+    expect_returns(80, mgr.hibernate_idle, STEP_MS)
+    awake = [mgr.create(chat_session(rng), timeout_ms=None).id for _ in range(40)]
+    full = _memory(mgr)
+    assert full > empty, f"memory_bytes {full} with 120 sessions, {empty} with none"
+    slack = (full - empty) // 20  # an engine may keep a little (a root page, a header)
+    for sid in asleep + awake:
+        expect_returns(True, mgr.delete, sid)
+    kit.clock.advance(2 * STEP_MS)
+    expect_returns(40, mgr.cleanup_expired)
+    assert mgr.list_utf8_ids() == [], f"left stored: {mgr.list_utf8_ids()} of {short}"
+    freed = _memory(mgr)
+    assert freed <= empty + slack, (
+        f"memory_bytes is {freed} once every session is deleted or expired: {empty} when "
+        f"the store was empty, {full} with 120 sessions"
+    )
+    for _ in range(40):
+        mgr.create(chat_session(rng), timeout_ms=None)
+    again = _memory(mgr)
+    assert again > freed + slack, f"memory_bytes {again} after 40 creates, {freed} before"
+
+
+def _memory(mgr: torpor.Manager) -> int:
+    memory = mgr.stats().memory_bytes
+    assert memory is not None, "memory_bytes became None"
+    return memory
 
 
 def test_sweeps_go_past_one_batch(kit: Kit) -> None:

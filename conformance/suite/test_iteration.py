@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 import pytest
 
@@ -67,6 +67,47 @@ def test_iteration_is_lazy(kit: Kit) -> None:
     assert mgr.delete(first)
     rest = list(walk)
     assert first not in rest and len(rest) == 299
+
+
+class _BatchSizes:
+    """An extension plugin that records, for each native walk batch, the
+    ``batch_size`` asked for and the number of items the backend returned."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_iterate(
+        self, cursor: object, batch_size: int
+    ) -> Generator[None, tuple[Iterable[object], object], tuple[Iterable[object], object]]:
+        items, after = yield
+        batch = list(items)
+        self.batches.append((batch_size, len(batch)))
+        return batch, after
+
+
+@pytest.mark.torpor_requires("native_iteration")
+def test_native_batches_hold_at_most_batch_size(kit: Kit) -> None:
+    # docs/contract.md §6: a native walk's memory follows the batch, whatever the size
+    # of the store: no backend batch may hold more than the batch_size asked for.
+    recorder = _BatchSizes()
+    mgr = kit.open(plugins=[recorder])
+    ids = {mgr.create({"i": i}).id for i in range(300)}
+    for size in (1, 7, 50):
+        for walk_of in ("ids", "sessions"):
+            recorder.batches.clear()
+            walk = (
+                list(mgr.ids(batch_size=size))
+                if walk_of == "ids"
+                else [s.id for s in mgr.sessions(batch_size=size)]
+            )
+            assert sorted(walk) == sorted(ids), f"{walk_of}(batch_size={size}) missed or repeated"
+            asked = {n for n, _ in recorder.batches}
+            assert asked == {size}, f"{walk_of}(batch_size={size}) asked the backend for {asked}"
+            largest = max(got for _, got in recorder.batches)
+            assert largest <= size, (
+                f"{walk_of}(batch_size={size}): the backend returned a batch of {largest}"
+            )
 
 
 @pytest.mark.torpor_requires("native_iteration")

@@ -168,6 +168,78 @@ def test_a_receive_with_a_timeout_returns_what_is_queued_at_once(kit: Kit) -> No
     expect_returns(0, mgr.pending, s.id)
 
 
+def test_pending_counts_both_lanes(kit: Kit) -> None:
+    mgr = kit.open()
+    s = mgr.create({}).id
+    urgent_only = mgr.create({}).id
+    expect_returns(0, mgr.pending, s, what="pending() of an empty mailbox")
+    for i in range(3):
+        mgr.send(s, i)
+    mgr.send(s, "p0", priority=True)
+    mgr.send(s, "p1", priority=True)
+    expect_returns(5, mgr.pending, s, what="pending() with 3 normal and 2 priority queued")
+    expect_returns(["p0"], mgr.receive, s)
+    expect_returns(4, mgr.pending, s, what="pending() after taking 1 of 2 priority")
+    expect_returns(["p1", 0], mgr.receive, s, max_messages=2)
+    expect_returns(2, mgr.pending, s, what="pending() with only normal mail left")
+    mgr.send(urgent_only, "u0", priority=True)
+    mgr.send(urgent_only, "u1", priority=True)
+    expect_returns(2, mgr.pending, urgent_only, what="pending() with only priority mail queued")
+    expect_returns(["u0", "u1"], mgr.receive, urgent_only, max_messages=5)
+    expect_returns(0, mgr.pending, urgent_only, what="pending() once everything is taken")
+
+
+def test_hibernation_keeps_queued_mail(kit: Kit) -> None:
+    # docs/contract.md §5 and §7: hibernation changes how a session is kept, not what
+    # it holds; its mailbox stays, in both lanes and in order, asleep and once woken.
+    mgr = kit.open()
+    s = mgr.create({}, timeout_ms=None).id
+    mgr.send(s, "a")
+    mgr.send(s, "p0", priority=True)
+    mgr.send(s, "b")
+    kit.clock.advance(2 * STEP_MS)
+    expect_returns(1, mgr.hibernate_idle, STEP_MS)
+    expect_returns(3, mgr.pending, s, what="pending() of a session just hibernated")
+    mgr.send(s, "c")
+    mgr.send(s, "p1", priority=True)
+    expect_returns(5, mgr.pending, s, what="pending() after sending to a hibernated session")
+    woken = mgr.get(s)
+    assert woken is not None and not woken.hibernated, woken
+    expect_returns(["p0", "p1", "a", "b", "c"], mgr.receive, s, max_messages=10)
+    mgr.send(s, "d")
+    kit.clock.advance(2 * STEP_MS)
+    expect_returns(1, mgr.hibernate_idle, STEP_MS, what="hibernate_idle() again")
+    expect_returns(["d"], mgr.receive, s, max_messages=10, what="receive() while hibernated")
+
+
+def test_a_huge_finite_timeout_waits_for_the_next_message(kit: Kit) -> None:
+    # docs/contract.md §7: a huge finite timeout is waited in slices, never handed
+    # whole to a wait that overflows; the receive waits until mail comes.
+    mgr = kit.open()
+    s = mgr.create({}).id
+    outcome: list[object] = []
+
+    def consume() -> None:
+        try:
+            outcome.append(mgr.receive(s, timeout=1e300))
+        except Exception as exc:  # handed to the test
+            outcome.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    try:
+        wait_for_waiter(mgr, s, consumer=consumer)
+    except AssertionError:
+        consumer.join(timeout=10)
+        raise AssertionError(
+            f"receive(timeout=1e300) on an empty mailbox gave {outcome} instead of waiting"
+        ) from None
+    mgr.send(s, "wake up")
+    consumer.join(timeout=10)
+    assert not consumer.is_alive(), "a consumer waiting with timeout=1e300 missed the message"
+    assert outcome == [["wake up"]], outcome
+
+
 def test_mailbox_errors(kit: Kit) -> None:
     mgr = kit.open()
     expect_raises(torpor.SessionNotFound, mgr.send, "nobody", "x")

@@ -89,4 +89,39 @@ def test_an_urgent_close_keeps_every_acknowledged_write(kit: Kit) -> None:
         expect_returns(["kept-message"], again.receive, kept.id, max_messages=10)
 
 
+def test_an_urgent_close_keeps_acknowledged_metadata_writes(kit: Kit) -> None:
+    # Writes that change no data (hibernation, a wake, touch, set_timeout) are
+    # acknowledged writes like any other (docs/contract.md §4): the last writes before
+    # an urgent close are only those here, and reopening must find every one.
+    mgr = kit.open()
+    ids = ["woken", "touched", "longer", "never", "asleep"]
+    for sid in ids:
+        mgr.create({"sid": sid}, session_id=sid, timeout_ms=10 * STEP_MS)
+    kit.clock.advance(2 * STEP_MS)
+    expect_returns(5, mgr.hibernate_idle, STEP_MS)
+    kit.clock.advance(STEP_MS)
+    woken = mgr.get("woken")
+    assert woken is not None and not woken.hibernated, woken
+    expect_returns(True, mgr.touch, "touched")
+    expect_returns(True, mgr.set_timeout, "longer", 30 * STEP_MS)
+    expect_returns(True, mgr.set_timeout, "never", None)
+    before = {sid: _metadata(mgr.peek(sid)) for sid in ids}
+    assert before["touched"] == (kit.clock(), 10 * STEP_MS, True), before
+    mgr.close(urgent=True)
+
+    again = kit.open()
+    for sid in ids:
+        expect_returns(
+            before[sid],
+            lambda sid=sid: _metadata(again.peek(sid)),
+            what=f"(last_accessed, timeout_ms, hibernated) of {sid!r} after reopening",
+        )
+
+
+def _metadata(session: torpor.Session | None) -> tuple[int, int | None, bool] | None:
+    if session is None:
+        return None
+    return session.last_accessed, session.timeout_ms, session.hibernated
+
+
 kit_module(globals(), "persistence", "persistent")

@@ -19,6 +19,7 @@ from typing import Any
 
 from tests.minimal_backend import MinimalBackend
 from torpor import Capability, Record, Removal, backend_factory, codec
+from torpor.errors import SerializationError
 from torpor.hookspecs import BatchFn, TransactFn
 from torpor.plugins.lmdb import LmdbBackend
 from torpor.plugins.lmdb._backend import CAPABILITIES as LMDB_CAPABILITIES
@@ -36,6 +37,7 @@ __all__ = [
     "LmdbMailSequenceInProcess",
     "LmdbReadCache",
     "LmdbWalkDecodes",
+    "LogDefersMetadataWrites",
     "SavesOnlyOnOrderlyClose",
 ]
 
@@ -190,6 +192,78 @@ class SavesOnlyOnOrderlyClose(MinimalBackend):
         self.file.write_bytes(saved)
 
 
+@backend_factory(capabilities={Capability.PERSISTENT}, storage_options={"path": "sessions"})
+class LogDefersMetadataWrites(MinimalBackend):
+    """An append-only log, flushed and fsynced at each write of data (a create, a
+    new version, a removal).  Writes that change no data (a touch, ``set_timeout``,
+    hibernation, a wake) are "cheap to lose", so they wait in memory for the next
+    data write or an orderly close; an urgent close drops them, acknowledged or not."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.file = folder / "log.bin"
+        if self.file.exists():
+            self._replay(self.file.read_bytes())
+        self.log = self.file.open("ab")
+        self.deferred: list[tuple[str, bytes | None]] = []
+
+    def _replay(self, data: bytes) -> None:
+        position = 0
+        while position + 4 <= len(data):
+            size = int.from_bytes(data[position : position + 4], "big")
+            key, blob = codec.decode_value(data[position + 4 : position + 4 + size])
+            position += 4 + size
+            if blob is None:
+                self.blobs.pop(key, None)
+            else:
+                self.blobs[key] = blob
+
+    def torpor_capabilities(self) -> list[Capability]:
+        return [Capability.PERSISTENT]
+
+    def torpor_store(self, record: Record) -> None:
+        blob = record.blob
+        with self.lock:
+            old = self.blobs.get(record.id)
+            self.blobs[record.id] = blob
+            if old is not None and _same_data(old, record):
+                self.deferred.append((record.id, blob))
+            else:
+                self._append((record.id, blob))
+
+    def torpor_delete(self, session_id: str) -> bool:
+        with self.lock:
+            existed = self.blobs.pop(session_id, None) is not None
+            self._append((session_id, None))
+            return existed
+
+    def torpor_close(self, urgent: bool) -> None:
+        with self.lock:
+            if not urgent and self.deferred:
+                self._append()
+            self.log.close()
+
+    def _append(self, *entries: tuple[str, bytes | None]) -> None:
+        """Write the deferred entries, then ``entries``, and sync (lock held)."""
+        for key, blob in [*self.deferred, *entries]:
+            frame = codec.encode_value([key, blob])
+            self.log.write(len(frame).to_bytes(4, "big") + frame)
+        self.deferred.clear()
+        self.log.flush()
+        os.fsync(self.log.fileno())
+
+
+def _same_data(blob: bytes, record: Record) -> bool:
+    """Whether ``record`` is the stored ``blob``'s session with the same data."""
+    try:
+        before = Record.from_blob(blob)
+    except SerializationError:
+        return False
+    return (before.incarnation, before.version) == (record.incarnation, record.version)
+
+
 class LmdbBatchCommitsEachId(_Lmdb):
     """Implements ``torpor_transact_batch`` as a loop of ``torpor_transact``: one
     commit per session, so a batch that ``fn`` interrupts stays half applied while
@@ -301,6 +375,7 @@ BROKEN: dict[str, str] = {
     "LmdbCancelMarkInMemory": "multiprocess",
     "LmdbMailSequenceInProcess": "multiprocess",
     "SavesOnlyOnOrderlyClose": "persistence",
+    "LogDefersMetadataWrites": "persistence",
     "LmdbBatchCommitsEachId": "concurrency",
     "CasSkipsInserts": "concurrency",
     "LmdbWalkDecodes": "damaged",

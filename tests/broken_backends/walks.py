@@ -1,5 +1,4 @@
-"""Broken walks and mailboxes (issue 8, bug classes 4 and 5), to be merged into
-tests/broken_backends/.  Each is a small, realistic mistake on top of a working
+"""Broken walks and mailboxes (issue 8, bug classes 4 and 5).  Each is a small, realistic mistake on top of a working
 backend; ``SortedKeys`` and ``OwnMailbox`` are those working backends (a native
 sorted-key walk and a mailbox of the backend's own), and pass the whole kit.
 """
@@ -22,12 +21,17 @@ from torpor.plugins.ets_like import EtsLikeBackend
 
 
 __all__ = [
+    "CaseInsensitiveWalk",
+    "HibernationDropsMail",
+    "HugeTimeoutOverflows",
     "KeepsMailOnDelete",
     "OnlyCancelWakesWaiters",
     "OwnMailbox",
+    "PendingCountsOneLane",
     "PriorityScansTheBacklog",
     "ReadsTheBatchAfterItsLock",
     "ReseekSkipsTheNextKey",
+    "SmallStoreInOneBatch",
     "SortedKeys",
     "TimeoutDropsAPartialBatch",
     "WalksByCreationTime",
@@ -165,6 +169,74 @@ class ReadsTheBatchAfterItsLock(EtsLikeBackend):
             ids, position = self._order.walk(start, end, batch_size)
             items = ((sid, self._entries[sid].record) for sid in ids)
         return items, (None if position is None else (position, end))
+
+
+class SmallStoreInOneBatch(EtsLikeBackend):
+    """Returns a store of fewer than 5,000 sessions as one batch, whatever
+    ``batch_size`` ("a round trip per batch is wasteful for a small store"): memory
+    follows the store, not the batch, below a size the kit's memory test never
+    compares against a larger one."""
+
+    small_store = 5_000
+
+    def torpor_iterate(
+        self, cursor: Any, batch_size: int
+    ) -> tuple[Sequence[tuple[str, Record]], Any]:
+        if cursor is None and len(self._entries) < self.small_store:
+            batch_size = self.small_store
+        return super().torpor_iterate(cursor, batch_size)
+
+
+class CaseInsensitiveWalk(MinimalBackend):
+    """Keeps ids exactly, but walks them in a case-insensitive collation, as ``WHERE id
+    > :last ORDER BY id LIMIT :n`` does on a column declared with one: ids that
+    collate equal ("Straße", "STRASSE", "strasse") and straddle a batch boundary are
+    skipped, since none of them is greater than the last one returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[tuple[str, bytes]] = []  # (collation key, id), sorted
+
+    @staticmethod
+    def _collate(key: bytes) -> str:
+        return key.decode("utf-8", "surrogateescape").casefold()
+
+    def torpor_capabilities(self) -> list[Capability]:
+        return [Capability.NATIVE_ITERATION]
+
+    def torpor_store(self, record: Record) -> None:
+        with self.lock:
+            if record.id not in self.blobs:
+                key = record.id.encode()
+                bisect.insort(self.order, (self._collate(key), key))
+            self.blobs[record.id] = record.blob
+
+    def torpor_delete(self, session_id: str) -> bool:
+        with self.lock:
+            if self.blobs.pop(session_id, None) is None:
+                return False
+            key = session_id.encode()
+            self.order.remove((self._collate(key), key))
+            return True
+
+    def conformance_plant(self, key: bytes, value: bytes) -> None:
+        with self.lock:
+            if _as_stored(key) not in self.blobs:
+                bisect.insort(self.order, (self._collate(key), key))
+        super().conformance_plant(key, value)
+
+    def torpor_iterate(
+        self, cursor: str | None, batch_size: int
+    ) -> tuple[Sequence[tuple[str | bytes, bytes]], str | None]:
+        with self.lock:
+            start = 0 if cursor is None else bisect.bisect_right(self.order, cursor, key=_first)
+            page = self.order[start : start + batch_size]
+            items = [(k, self.blobs[k]) for k in (_as_stored(key) for _, key in page)]  # type: ignore[index]
+        return items, (page[-1][0] if len(page) == batch_size else None)
+
+
+def _first(item: tuple[str, bytes]) -> str:
+    return item[0]
 
 
 # -- mailboxes -----------------------------------------------------------------------
@@ -433,6 +505,72 @@ class PriorityScansTheBacklog(OwnMailbox):
     mailbox_type = _ScanningMailbox
 
 
+class _PendingCountsTheNormalLane(_Mailbox):
+    def pending(self, session_id: str, incarnation: int) -> int:
+        with self._cond:
+            box = self._boxes.get(session_id)
+            if box is None or self._incarnation_of(session_id) != incarnation:
+                return 0
+            return len(box.normal)  # "the queue", as LLEN of a session's list would say
+
+
+class PendingCountsOneLane(OwnMailbox):
+    """``pending`` reports the length of the normal lane only, forgetting the separate
+    priority lane: mail sent with ``priority=True`` is never counted."""
+
+    mailbox_type = _PendingCountsTheNormalLane
+
+
+class _FreesMailOnCompaction(_Mailbox):
+    def compact(self, session_id: str) -> None:
+        """Free a session's queued mail unless a consumer waits for it (called with
+        the lock held)."""
+        box = self._boxes.get(session_id)
+        if box is not None and not box.waiters:
+            box.clear()
+
+
+class HibernationDropsMail(OwnMailbox):
+    """Frees a session's queued mail whenever it stores the session's compact
+    (hibernated) form ("an idle session's pending mail is stale"): messages queued
+    for a session that still exists vanish, in both lanes."""
+
+    mailbox_type = _FreesMailOnCompaction
+
+    def torpor_transact(
+        self, session_id: str, fn: Callable[[bytes | None], Record | Removal | None]
+    ) -> None:
+        def compacting(current: bytes | None) -> Record | Removal | None:
+            change = fn(current)
+            if isinstance(change, Record) and change.hibernated and current is not None:
+                assert isinstance(self.mail, _FreesMailOnCompaction)
+                self.mail.compact(session_id)
+            return change
+
+        super().torpor_transact(session_id, compacting)
+
+
+class _WaitsTheWholeTimeout(_Mailbox):
+    def _wait(self, session_id: str, box: _Lanes, deadline: float) -> bool:
+        self._refuse_if_closed()
+        if box.ended is not None:
+            raise box.ended(f"session {session_id!r} ended while waiting")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self._cond.wait(remaining)  # "a timeout is a timeout": no slices
+        self._refuse_if_closed()
+        return True
+
+
+class HugeTimeoutOverflows(OwnMailbox):
+    """Waits out the whole remaining timeout in one ``Condition.wait``: on an empty
+    mailbox, ``receive(timeout=1e300)`` raises a raw ``OverflowError`` instead of
+    waiting for mail."""
+
+    mailbox_type = _WaitsTheWholeTimeout
+
+
 BROKEN: dict[str, str] = {
     "ReseekSkipsTheNextKey": "iteration",
     "WalksByCreationTime": "iteration",
@@ -441,5 +579,10 @@ BROKEN: dict[str, str] = {
     "OnlyCancelWakesWaiters": "mailbox",
     "TimeoutDropsAPartialBatch": "mailbox",
     "PriorityScansTheBacklog": "mailbox",
+    "PendingCountsOneLane": "mailbox",
+    "HibernationDropsMail": "mailbox",
+    "HugeTimeoutOverflows": "mailbox",
+    "SmallStoreInOneBatch": "iteration",
+    "CaseInsensitiveWalk": "ids",
 }
 """Each broken backend and the area of the kit that must catch it."""
