@@ -77,14 +77,18 @@ def wait_for_waiter(
 
 
 def blocked_consumer(
-    mgr: torpor.Manager, session_id: str, *, timeout: float = 30
+    mgr: torpor.Manager,
+    session_id: str,
+    *,
+    timeout: float = 30,
+    received: list[list[Any]] | None = None,
 ) -> tuple[threading.Thread, list[BaseException]]:
     """Start a thread blocked in ``receive(session_id, timeout=timeout)`` and return
-    once it is; the list receives whatever the receive raised (empty if it returned).
-    If the receive returns or raises before it blocks, fail at once, saying what it
-    did."""
+    once it is; the list receives whatever the receive raised (empty if it returned),
+    and ``received``, if given, what it returned.  If the receive returns or raises
+    before it blocks, fail at once, saying what it did."""
     outcome: list[BaseException] = []
-    returned: list[object] = []
+    returned: list[list[Any]] = [] if received is None else received
 
     def consume() -> None:
         try:

@@ -217,27 +217,12 @@ def test_a_huge_finite_timeout_waits_for_the_next_message(kit: Kit) -> None:
     # whole to a wait that overflows; the receive waits until mail comes.
     mgr = kit.open()
     s = mgr.create({}).id
-    outcome: list[object] = []
-
-    def consume() -> None:
-        try:
-            outcome.append(mgr.receive(s, timeout=1e300))
-        except Exception as exc:  # handed to the test
-            outcome.append(exc)
-
-    consumer = threading.Thread(target=consume)
-    consumer.start()
-    try:
-        wait_for_waiter(mgr, s, consumer=consumer)
-    except AssertionError:
-        consumer.join(timeout=10)
-        raise AssertionError(
-            f"receive(timeout=1e300) on an empty mailbox gave {outcome} instead of waiting"
-        ) from None
+    received: list[list[object]] = []
+    consumer, raised = blocked_consumer(mgr, s, timeout=1e300, received=received)
     mgr.send(s, "wake up")
     consumer.join(timeout=10)
     assert not consumer.is_alive(), "a consumer waiting with timeout=1e300 missed the message"
-    assert outcome == [["wake up"]], outcome
+    assert (received, raised) == ([["wake up"]], []), (received, raised)
 
 
 def test_mailbox_errors(kit: Kit) -> None:
