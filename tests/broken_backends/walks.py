@@ -1,6 +1,8 @@
-"""Broken walks and mailboxes (issue 8, bug classes 4 and 5).  Each is a small, realistic mistake on top of a working
-backend; ``SortedKeys`` and ``OwnMailbox`` are those working backends (a native
-sorted-key walk and a mailbox of the backend's own), and pass the whole kit.
+"""Broken walks and mailboxes (issue 8, bug classes 4 and 5).
+
+Each is a small, realistic mistake on top of a working backend; ``SortedKeys`` and
+``OwnMailbox`` are those working backends (a native sorted-key walk and a mailbox of
+the backend's own), and pass the whole kit.
 """
 
 from __future__ import annotations
