@@ -28,32 +28,15 @@ _LOGGED_LIMIT: Final = 10_000  # ids remembered as already logged; past it, one 
 def as_record(value: object, key: str) -> Record | None:
     """What a backend returned for ``key`` -> a Record (None stays None).
 
-    ``SerializationError`` (naming ``key``) if it is not an intact record of ``key``.
+    ``SerializationError`` (naming ``key``) if it is not an intact record of ``key``:
+    :meth:`Record.of`, the check backends use too, with the key in the message.
     """
-    kind = type(value)
-    if kind is bytes:  # persistent backends: the hot path
-        try:
-            record = Record.from_blob(value)  # type: ignore[arg-type]
-        except SerializationError as exc:
-            raise SerializationError(f"session {key!r}: {exc}") from None
-    elif value is None:
+    if value is None:
         return None
-    elif kind is Record:
-        record = value  # type: ignore[assignment]
-    elif isinstance(value, bytes | bytearray | memoryview):
-        return as_record(bytes(value), key)
-    elif isinstance(value, Record):
-        record = value
-    else:  # a backend gives back what is stored: something else was stored there
-        raise SerializationError(
-            f"session {key!r}: the stored value is a {kind.__name__}, not a torpor record"
-        )
-    if record.id != key:
-        raise SerializationError(
-            f"session {key!r}: the stored record names another id ({record.id!r}); "
-            "it was copied or written there by something else"
-        )
-    return record
+    try:
+        return Record.of(value, key)  # type: ignore[arg-type]
+    except SerializationError as exc:
+        raise SerializationError(f"session {key!r}: {exc}") from None
 
 
 class DamageLog:

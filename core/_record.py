@@ -99,11 +99,12 @@ class Record(NamedTuple):
             record = cls.from_blob(bytes(value))
         else:
             raise SerializationError(
-                f"a stored value must be a torpor Record or its bytes, not {type(value).__name__}"
+                f"the stored value is a {type(value).__name__}, not a torpor record"
             )
         if key is not None and record.id != key:
             raise SerializationError(
-                f"the record stored under {key!r} names another id ({record.id!r})"
+                f"the record stored under {key!r} names another id ({record.id!r}); "
+                "it was copied or written there by something else"
             )
         return record
 
