@@ -238,3 +238,9 @@ class RoundTrips:
     @torpor.hookimpl(wrapper=True)
     def torpor_iterate(self, cursor: object, batch_size: int) -> Generator[None, object, object]:
         return (yield from self._round_trip())
+
+    @torpor.hookimpl(wrapper=True)
+    def torpor_iterate_ids(
+        self, cursor: object, batch_size: int, now_ms: int
+    ) -> Generator[None, object, object]:
+        return (yield from self._round_trip())

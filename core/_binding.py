@@ -11,7 +11,8 @@ manager opens, it resolves every hook once, into a plain Python callable:
   wrappers run on every call.
 * **missing** optional hook -> the core's fallback from ``torpor._fallbacks``, chosen
   here and nowhere else: ``transact``, ``transact_batch`` and ``walk`` are always
-  callable, and ``native(area)`` says which kind serves each area.
+  callable, and ``native(area)`` says which kind serves each area.  ``iterate_ids``
+  is None without the hook (``ids()`` then walks whole records).
 
 The binding also checks the backend's claims: each optional data hook corresponds to
 a capability, and claiming one without the other is refused, because the conformance
@@ -133,6 +134,14 @@ class Binding:
         self.delete: Callable[[str], bool] = self._bind("torpor_delete")  # type: ignore[assignment]
         self.ids: Callable[[], Iterable[str | bytes]] = self._bind("torpor_ids")  # type: ignore[assignment]
         self.iterate = self._bind("torpor_iterate")
+        if self._backend_impls("torpor_iterate_ids") and self.iterate is None:
+            raise ConfigError(
+                f"backend {type(backend).__name__} implements torpor_iterate_ids "
+                "without torpor_iterate"
+            )
+        self.iterate_ids: Callable[[Any, int, int], tuple[Sequence[str | bytes], Any]] | None = (
+            self._bind_iterate_ids()
+        )
         self.idle_ids = self._bind("torpor_idle_ids")
         self.expired_ids = self._bind("torpor_expired_ids")
         self.count = self._bind("torpor_count")
@@ -171,8 +180,23 @@ class Binding:
             items, cursor = iterate(cursor, batch_size)
             if items:
                 yield items
+            del items  # not held while the next batch is read
             if cursor is None:
                 return
+
+    def _bind_iterate_ids(self) -> Callable[..., Any] | None:
+        """``torpor_iterate_ids``, unless an extension plugin wraps ``torpor_iterate``
+        without wrapping it too: a plugin that observes or shapes walks (a counter, a
+        tracer) must still see every walk, ``ids()`` included."""
+        if self.iterate is None:
+            return None
+
+        def wrappers(name: str) -> set[int]:
+            return {id(i.plugin) for i in self._impls(name) if i.wrapper or i.hookwrapper}
+
+        if wrappers("torpor_iterate") - wrappers("torpor_iterate_ids"):
+            return None
+        return self._bind("torpor_iterate_ids")
 
     def native(self) -> dict[str, bool]:
         """Which areas the backend serves itself (True) and which the core's

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from torpor import codec
 from torpor._record import Record
 from torpor.errors import Conflict, SessionExists, SessionNotFound
 from torpor.hookspecs import EXPIRE, Removal
@@ -131,11 +132,13 @@ def decide_remove(current: Record | None, now: int, removal: Removal) -> tuple[C
     return how, Outcome(None, current, how)
 
 
-def decide_hibernate(current: Record | None, cutoff: int) -> Record | None:
+def decide_hibernate(
+    current: Record | None, cutoff: int, compress: Callable[[bytes], bytes] = codec.compress
+) -> Record | None:
     """The compact form of an active session last accessed before ``cutoff``."""
     if current is None or current.hibernated or current.last_accessed >= cutoff:
         return None
-    return current.compacted()
+    return current.compacted(compress=compress)
 
 
 def decide_expire(current: Record | None, now: int) -> Removal | None:

@@ -8,6 +8,8 @@ backend (native) or by one of these:
 * ``torpor_transact_batch`` missing -> :func:`each_transact`: one transaction per id;
 * ``torpor_iterate`` missing -> :func:`snapshot_walk`: a snapshot of the ids, then
   fetch by id (docs/contract.md §6);
+* ``torpor_iterate_ids`` missing -> ``ids()`` walks whole records and keeps their ids
+  (``torpor._iteration.walk``);
 * ``torpor_mailbox`` missing -> :class:`LocalMailbox`: in-process mailboxes that the
   manager keeps in step with the records.
 

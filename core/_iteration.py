@@ -5,20 +5,24 @@ decides whether a value is an intact torpor record under its own key (docs/contr
 "damaged or foreign data").  Point reads (``get``, ``peek``, ``update``) raise a
 ``SerializationError`` naming the id; walks, counts, ``find`` and sweeps skip the value
 instead, log it once and count it, so that one bad record never stops them.
+
+``ids()`` on a backend with ``torpor_iterate_ids`` does not read records at all: the
+backend skips damaged and expired ones itself (:func:`walk_ids`), and ``stats()``,
+which still walks whole records, is where that damage is counted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 from torpor._binding import Binding
 from torpor._ids import key_to_id
 from torpor._record import Record
 from torpor.errors import SerializationError
 
-__all__ = ["DamageLog", "as_record", "intact", "walk"]
+__all__ = ["DamageLog", "as_record", "intact", "walk", "walk_ids"]
 
 log = logging.getLogger("torpor")
 
@@ -75,7 +79,8 @@ def walk(
     binding: Binding, batch_size: int, damage: DamageLog, limit: int
 ) -> Iterator[tuple[list[Record], int]]:
     """Batches of intact records (expired ones included) with the number of damaged
-    or foreign values skipped in that batch."""
+    or foreign values skipped in that batch.  As in :func:`walk_ids`, a consumer must
+    be done with a batch when it asks for the next: its list is emptied then."""
     for items in binding.walk(batch_size):
         records: list[Record] = []
         skipped = 0
@@ -93,4 +98,37 @@ def walk(
                 continue
             if record is not None:
                 records.append(record)
+        del items  # the stored values: not held while the next batch is read
         yield records, skipped
+        records.clear()
+
+
+def walk_ids(
+    binding: Binding, batch_size: int, clock: Callable[[], int], damage: DamageLog
+) -> Iterator[list[str]]:
+    """Batches of the ids of live sessions from ``torpor_iterate_ids`` (the binding
+    must have it), which skips damaged and expired records itself; keys that are not
+    valid ids are dropped and logged here, as :func:`walk` does.  Each backend call
+    gets the time it is made: a slow consumer does not make later batches judge
+    expiry by an old clock.  A consumer must be done with a batch when it asks for
+    the next: the list is emptied then, so that two batches are never held at once
+    (the consumer's reference to the last one lives on while it waits)."""
+    iterate_ids = binding.iterate_ids
+    if iterate_ids is None:
+        raise AssertionError("walk_ids needs a backend with torpor_iterate_ids")
+    cursor: Any = None
+    while True:
+        keys, cursor = iterate_ids(cursor, batch_size, clock())
+        ids: list[str] = []
+        for key in keys:
+            sid = key_to_id(key)
+            if sid is None:
+                damage.note(key, "the key is not a valid session id (foreign data)")
+            else:
+                ids.append(sid)
+        del keys
+        if ids:
+            yield ids
+            ids.clear()
+        if cursor is None:
+            return

@@ -25,6 +25,7 @@ from torpor import codec
 from torpor._binding import Binding, make_plugin_manager
 from torpor._capabilities import BackendStats, Capability, Stats
 from torpor._clock import Clock, system_clock
+from torpor._compaction import Compactor
 from torpor._decisions import (
     MISSING,
     Change,
@@ -39,13 +40,14 @@ from torpor._decisions import (
 from torpor._events import EventKind, LifecycleEvent
 from torpor._fallbacks import LocalMailbox
 from torpor._ids import generate_id, key_to_id, validate_id
-from torpor._iteration import DamageLog, as_record, intact, walk
+from torpor._iteration import DamageLog, as_record, intact, walk, walk_ids
 from torpor._lifecycle import CallGate, user_code
 from torpor._mailbox import Mailbox
 from torpor._record import Record
 from torpor._session import Session
 from torpor._sweeper import Job, Sweeper
 from torpor._sweeps import StopFlag, Sweeps
+from torpor._touches import TouchBuffer
 from torpor.errors import (
     ConfigError,
     InvalidArgument,
@@ -54,6 +56,7 @@ from torpor.errors import (
     SerializationError,
     SessionNotFound,
     SessionTooLarge,
+    TorporError,
     UnsupportedOperation,
 )
 from torpor.hookspecs import CANCEL, DELETE, EXPIRE, Removal
@@ -144,11 +147,20 @@ class Manager:
         self._abort = False
         self._close_done = threading.Event()
         self._damage = DamageLog()
+        self._touches: TouchBuffer | None = None
         try:
             self._pm = make_plugin_manager(backend, plugins)
             self._b = Binding(self._pm, backend, fast_path=options["fast_path"])
             self._b.call_all("torpor_open", clock=self._clock, options=dict(self._options))
             self._touch_resolution = self._resolution(options["touch_resolution_ms"])
+            # Only where a touch would be its own write (a resolution > 0): see _touches.
+            self._touches = (
+                TouchBuffer(
+                    self._b, self._touch_resolution, self._batch, self._clock, self._hibernate_after
+                )
+                if self._touch_resolution
+                else None
+            )
             native_mailbox = self._b.mailbox() if self._b.mailbox is not None else None
             # Callbacks hold the manager weakly: no reference cycle, so a manager dropped
             # without close() is collected (and warns) at once, not at the next GC.
@@ -156,6 +168,7 @@ class Manager:
                 LocalMailbox(_weakly(self._incarnation_of)) if native_mailbox is None else None
             )
             self._mailbox: Mailbox = native_mailbox or self._local  # type: ignore[assignment]
+            self._compactor = Compactor(self._b.capabilities)
             self._sweeps = Sweeps(
                 self._b,
                 self._batch,
@@ -163,6 +176,7 @@ class Manager:
                 self._damage,
                 _weakly(self._end_mail),
                 self._max_bytes,
+                self._compactor,
             )
             self._sweeper = self._start_sweeper(options)
         except BaseException:
@@ -200,6 +214,9 @@ class Manager:
         if options["cleanup_interval_ms"] is not None:
             every = max(0.05, options["cleanup_interval_ms"] / 1000)
             jobs.append(("expiry", every, weakref.WeakMethod(self._sweep_expiry)))
+        if self._touches is not None:
+            every = max(0.05, self._touches.interval_ms / 1000)
+            jobs.append(("touches", every, weakref.WeakMethod(self._flush_touches)))
         return Sweeper(jobs) if options["sweeper"] and jobs else None
 
     # -- properties --------------------------------------------------------------
@@ -268,8 +285,13 @@ class Manager:
         """Run a decision in the backend's transaction; the last call's outcome."""
         last = _Last()
 
+        touches = self._touches
+
         def fn(current: object) -> Change:
-            change, last.outcome = decide(as_record(current, sid))
+            record = as_record(current, sid)
+            if touches is not None:  # what this manager read counts: see _touches
+                record = touches.seen(record)
+            change, last.outcome = decide(record)
             self._refuse_if_aborted()
             return change
 
@@ -303,6 +325,8 @@ class Manager:
 
     def _live(self, sid: str) -> Record | None:
         record = as_record(self._b.fetch(sid), sid)
+        if self._touches is not None:
+            record = self._touches.seen(record)
         return None if record is None or record.is_expired(self._clock()) else record
 
     def _incarnation_of(self, sid: str) -> int | None:
@@ -339,7 +363,7 @@ class Manager:
         outcome = self._transact(sid, lambda current: decide_create(current, record, now))
         self._settle(sid, outcome)
         self._emit(EventKind.CREATED, sid)
-        return record.to_session(self._max_bytes)
+        return record.written_session(self._max_bytes)
 
     @_gated
     def get(self, session_id: SessionId) -> Session | None:
@@ -348,14 +372,25 @@ class Manager:
         sid = validate_id(session_id)
         now = self._clock()
         limit = self._max_bytes
-        if self._touch_resolution:
+        touches = self._touches
+        if touches is not None:
+            if touches.overdue(now):  # no sweeper wrote them in time: this read does
+                self._flush_quietly()
             # Coalesced touch: a read that would only move last_accessed by less than
-            # the resolution does not write (see torpor_touch_resolution_ms).
-            record = as_record(self._b.fetch(sid), sid)
-            if record is None:
+            # the resolution does not write (see torpor_touch_resolution_ms), and one
+            # that would is buffered when it safely can be (see _touches).
+            stored = as_record(self._b.fetch(sid), sid)
+            record = touches.seen(stored)
+            if record is None or stored is None:
                 return None
             if not needs_write(record, now, self._touch_resolution):
                 return record.to_session(limit)
+            if not record.is_expired(now) and touches.may_defer(stored, now):
+                # Decoded first: a damaged record raises and nothing is buffered.
+                session = record.touched(max(now, record.last_accessed)).to_session(limit)
+                if touches.note(record, now):  # too many
+                    self._flush_quietly()
+                return session
         read: list[Session | None] = [None]
 
         def decide(current: Record | None) -> tuple[Change, Outcome]:
@@ -385,6 +420,8 @@ class Manager:
             record = intact(self._b.fetch(sid), sid, self._max_bytes)
         except SerializationError:
             return False
+        if self._touches is not None:
+            record = self._touches.seen(record)
         return record is not None and not record.is_expired(self._clock())
 
     @_gated
@@ -446,7 +483,7 @@ class Manager:
         result = self._rewrite(sid, modify, verify=False)
         if result is None:
             raise SessionNotFound(f"session {sid!r} does not exist (or has expired)")
-        return result.to_session(self._max_bytes)
+        return result.written_session(self._max_bytes)
 
     @_gated
     def save(self, session: Session) -> Session:
@@ -465,7 +502,7 @@ class Manager:
         result = self._rewrite(sid, lambda r: self._sized(check(r).rewritten(payload, now)))
         if result is None:
             raise SessionNotFound(f"session {sid!r} was deleted or has expired; not saved")
-        return result.to_session(self._max_bytes)
+        return result.written_session(self._max_bytes)
 
     @_gated
     def touch(self, session_id: SessionId) -> bool:
@@ -507,6 +544,8 @@ class Manager:
                 damaged[0] = True  # removable all the same, without decoding
                 last.outcome = MISSING
                 return removal
+            if self._touches is not None:  # read here since: not expired, deleted
+                record = self._touches.seen(record)
             change, last.outcome = decide_remove(record, now, removal)
             self._refuse_if_aborted()
             return change
@@ -553,7 +592,20 @@ class Manager:
     def ids(self, batch_size: int | None = None) -> Iterator[str]:
         """Lazily yield the id of every live session; no touch, no wake."""
         size = self._gate.run(lambda: self._batch_size(batch_size))
-        return (record.id for record in self._live_records(size))
+        if self._b.iterate_ids is None:
+            return (record.id for record in self._live_records(size))
+        return self._live_ids(size)
+
+    def _live_ids(self, size: int) -> Iterator[str]:
+        """``ids()`` through ``torpor_iterate_ids``: the backend skips damaged and
+        expired records without handing them over, so memory follows the ids of a
+        batch, not its records; each batch is fetched as a call of its own."""
+        batches = walk_ids(self._b, size, self._clock, self._damage)
+        while True:
+            batch = self._gate.run(lambda: next(batches, None))
+            if batch is None:
+                return
+            yield from batch
 
     def sessions(self, batch_size: int | None = None) -> Iterator[Session]:
         """Lazily yield every live session; no touch, no wake.  A record whose data
@@ -637,13 +689,34 @@ class Manager:
         threshold = threshold_ms if threshold_ms is not None else self._hibernate_after
         if threshold is None:
             raise ConfigError("no threshold: pass threshold_ms or set hibernate_after_ms")
-        cutoff = self._clock() - (_timeout(threshold, "threshold_ms") or 0)
-        return self._sweeps.hibernate(cutoff, self._stopped).count
+        threshold = _timeout(threshold, "threshold_ms") or 0
+        self._flush_touches()
+        return self._sweeps.hibernate(self._clock() - threshold, self._stopped).count
 
     @_gated
     def cleanup_expired(self) -> int:
         """Remove every expired session; return how many."""
+        self._flush_touches()
         return self._sweeps.expire(self._clock(), self._stopped).count
+
+    @_gated
+    def flush(self) -> int:
+        """Write the touches this manager buffered (see ``touch_resolution_ms``) now;
+        return how many sessions it refreshed.  The sweeper, the maintenance calls and
+        an orderly ``close()`` do this on their own."""
+        return self._flush_touches()
+
+    def _flush_touches(self, stop: StopFlag | None = None) -> int:
+        if self._touches is None or (stop is not None and stop()):
+            return 0
+        return self._touches.flush()
+
+    def _flush_quietly(self) -> None:
+        """A flush on a read's path: the read is answered whatever it meets."""
+        try:
+            self._flush_touches()
+        except TorporError:
+            log.warning("torpor: writing buffered touches failed; will retry", exc_info=True)
 
     @_gated
     def run_maintenance(self, stop: StopFlag | None = None) -> None:
@@ -656,10 +729,12 @@ class Manager:
 
     def _sweep_hibernation(self, stop: StopFlag) -> None:
         if self._hibernate_after is not None and not stop():
+            self._flush_touches(stop)
             self._sweeps.hibernate(self._clock() - self._hibernate_after, stop)
 
     def _sweep_expiry(self, stop: StopFlag) -> None:
         if not stop():
+            self._flush_touches(stop)
             self._sweeps.expire(self._clock(), stop)
 
     # -- mailbox -------------------------------------------------------------------
@@ -783,8 +858,14 @@ class Manager:
                 # Whatever is still in flight now aborts before it commits.
                 self._abort = True
                 log.warning("torpor: closing with calls still in flight; they will fail")
+            if not self._abort and self._touches is not None:
+                try:  # a touch is not data: an urgent close drops them
+                    self._touches.flush()
+                except TorporError:
+                    log.warning("torpor: buffered touches lost at close", exc_info=True)
         finally:
             self._b.call_all("torpor_close", urgent=self._abort)
+            self._compactor.close()
             self._close_done.set()
 
     def __enter__(self) -> Manager:

@@ -24,6 +24,7 @@ Whatever a backend keeps, the manager never hands a backend-held ``dict`` to a u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from torpor import codec
@@ -187,6 +188,16 @@ class Record(NamedTuple):
             self.incarnation,
         )
 
+    def written_session(self, limit: int) -> Session:
+        """The ``Session`` a write returns: for a record the manager just encoded, its
+        data decodes when first read (see ``torpor._session._LazySession``)."""
+        if self.hibernated or self.payload is None:
+            return self.to_session(limit)
+        return make_session(
+            self.id, self.payload, self.created_at, self.last_accessed, self.timeout_ms,
+            self.version, False, self.incarnation,
+        )  # fmt: skip
+
     # -- deriving ----------------------------------------------------------------
     # Plain constructor calls: dataclasses.replace costs ~1 µs more, on the hot path.
     def touched(self, now: int) -> Record:
@@ -208,15 +219,18 @@ class Record(NamedTuple):
             self.hibernated, self.incarnation, self.payload, self.data,
         )  # fmt: skip
 
-    def compacted(self, payload: bytes | None = None) -> Record:
+    def compacted(
+        self, payload: bytes | None = None, compress: Callable[[bytes], bytes] = codec.compress
+    ) -> Record:
         """The hibernated form: compressed payload, no live data.  Pass ``payload``
-        (this record's :meth:`encoded_payload`) if you already have it."""
+        (this record's :meth:`encoded_payload`) if you already have it; the manager
+        passes its ``compress`` (``torpor._compaction``)."""
         if self.hibernated:
             return self
         return Record(
             self.id, self.created_at, self.last_accessed, self.timeout_ms, self.version,
             True, self.incarnation,
-            codec.compress(self.encoded_payload() if payload is None else payload), None,
+            compress(self.encoded_payload() if payload is None else payload), None,
         )  # fmt: skip
 
     def woken(self, limit: int) -> Record:

@@ -54,8 +54,10 @@ class Sweeps:
         damage: DamageLog,
         removed: Removed,
         limit: int,
+        compress: Callable[[bytes], bytes],
     ) -> None:
         self._limit = limit
+        self._compress = compress
         self._b = binding
         self._batch = batch_size
         self._emit = emit
@@ -64,7 +66,7 @@ class Sweeps:
 
     def hibernate(self, cutoff: int, stop: StopFlag) -> PassResult:
         def decide(record: Record | None) -> Record | None:
-            return decide_hibernate(record, cutoff)
+            return decide_hibernate(record, cutoff, self._compress)
 
         def wanted(record: Record) -> bool:
             return not record.hibernated and record.last_accessed < cutoff

@@ -29,6 +29,7 @@ compressed part, so a backend can read idleness and expiry without decompressing
 
 from __future__ import annotations
 
+import secrets
 import threading
 from typing import Any, Final
 
@@ -125,18 +126,26 @@ def decode_data(payload: bytes, what: str = "stored session data") -> dict[str, 
 def _ok(value: Any, depth: int) -> bool:
     # Fast walk; on the first problem, _describe_problem walks again for a readable path.
     # ``depth`` counts down: self-referencing data runs out of it instead of the stack.
+    # Plain loops, not all(<generator>): this runs on every write (10% faster).
     kind = type(value)
     if kind is dict:
         if not depth:
             return False
+        depth -= 1
         for key, item in value.items():
             if type(key) is not str:
                 return False
-            if type(item) not in _SCALARS and not _ok(item, depth - 1):
+            if type(item) not in _SCALARS and not _ok(item, depth):
                 return False
         return True
     if kind is list or kind is tuple:
-        return bool(depth) and all(type(item) in _SCALARS or _ok(item, depth - 1) for item in value)
+        if not depth:
+            return False
+        depth -= 1
+        for item in value:  # noqa: SIM110 (see above)
+            if type(item) not in _SCALARS and not _ok(item, depth):
+                return False
+        return True
     return kind in _SCALARS
 
 
@@ -177,14 +186,79 @@ class _Zstd(threading.local):
 _zstd = _Zstd()
 
 
-def compress(payload: bytes) -> bytes:
-    """The compact (hibernated) form of an encoded payload, in bytes of its own size.
-
-    python-zstandard returns the frame in a buffer sized for the worst case (about
+def _exact(frame: bytes) -> bytes:
+    """python-zstandard returns a frame in a buffer sized for the worst case (about
     3.4 KB held for a 1 KB chat-like frame, by tracemalloc); copying it through a
     memoryview (``bytes()`` of a bytes object would return the same object) keeps only
     the frame, which is what a hibernated session held in memory should cost."""
-    return bytes(memoryview(_zstd.compressor.compress(payload)))
+    return bytes(memoryview(frame))
+
+
+def compress(payload: bytes) -> bytes:
+    """The compact (hibernated) form of an encoded payload, in bytes of its own size."""
+    return _exact(_zstd.compressor.compress(payload))
+
+
+class Dictionary:
+    """A zstd dictionary trained on a store's own sessions: chat-like sessions share
+    most of their structure and vocabulary, and compressed against a dictionary of it
+    they come out ~35% smaller than on their own (``torpor bench``).
+
+    A frame compressed with it names the dictionary's id in its header (zstd's own
+    field), and :func:`decompress` finds the dictionary by that id among those
+    registered in this process.  So the dictionary versions its blobs, and
+    blobs without one stay readable.  Only stores whose blobs never leave the process
+    may use one: a blob read by another process, or after a restart, would name a
+    dictionary that process does not have (see ``torpor._compaction``).
+    """
+
+    def __init__(self, data: zstandard.ZstdCompressionDict) -> None:
+        self.data = data
+        self.id: int = data.dict_id()
+        self._local = threading.local()
+
+    @classmethod
+    def train(
+        cls, samples: list[bytes | bytearray | memoryview], size: int = 16_384
+    ) -> Dictionary | None:
+        """A dictionary of at most ``size`` bytes from encoded payloads; None if zstd
+        finds too little in them to build one."""
+        # A random id, not zstd's hash of the content: two stores that trained on the
+        # same sessions still register two dictionaries, and closing one keeps the other.
+        dict_id = secrets.randbits(31) | 1
+        while dict_id in _dictionaries:
+            dict_id = secrets.randbits(31) | 1
+        try:
+            return cls(zstandard.train_dictionary(size, samples, dict_id=dict_id))
+        except zstandard.ZstdError:
+            return None
+
+    def register(self) -> None:
+        _dictionaries.setdefault(self.id, self)
+
+    def unregister(self) -> None:
+        if _dictionaries.get(self.id) is self:
+            del _dictionaries[self.id]
+
+    def compress(self, payload: bytes) -> bytes:
+        """Like :func:`compress`, against this dictionary."""
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = self._local.compressor = zstandard.ZstdCompressor(
+                level=3, dict_data=self.data
+            )
+        return _exact(compressor.compress(payload))
+
+    def decompressor(self) -> zstandard.ZstdDecompressor:
+        decompressor = getattr(self._local, "decompressor", None)
+        if decompressor is None:
+            decompressor = self._local.decompressor = zstandard.ZstdDecompressor(
+                dict_data=self.data
+            )
+        return decompressor
+
+
+_dictionaries: dict[int, Dictionary] = {}
 
 
 def compressed_saving(payload: bytes) -> int:
@@ -193,23 +267,35 @@ def compressed_saving(payload: bytes) -> int:
 
 
 def decompress(payload: bytes, limit: int, what: str = "stored hibernated session") -> bytes:
-    """Inverse of :func:`compress`, refusing to produce more than ``limit`` bytes.
+    """Inverse of :func:`compress` (and :meth:`Dictionary.compress`), refusing to
+    produce more than ``limit`` bytes.
 
     A zstd frame may announce its size (ours always do): one larger than ``limit`` is
     refused before anything is allocated.  A frame that does not announce it is
     inflated through a bounded reader.
     """
     try:
-        announced = zstandard.frame_content_size(payload)
+        frame = zstandard.get_frame_parameters(payload)
+        decompressor = _zstd.decompressor
+        if frame.dict_id:
+            dictionary = _dictionaries.get(frame.dict_id)
+            if dictionary is None:
+                raise SerializationError(
+                    f"{what} was compressed with zstd dictionary {frame.dict_id}, which "
+                    "this process does not have (dictionaries live in the memory of the "
+                    "in-process store that trained them)"
+                )
+            decompressor = dictionary.decompressor()
+        announced = frame.content_size
         if 0 <= announced <= limit:
-            raw = _zstd.decompressor.decompress(payload)
-        elif announced > limit:
+            raw = decompressor.decompress(payload)
+        elif announced > limit and announced != zstandard.CONTENTSIZE_UNKNOWN:
             raise SerializationError(
                 f"{what} claims {announced} bytes, over the limit of {limit} "
                 "(max_session_bytes); refusing to inflate it"
             )
         else:
-            raw = _zstd.decompressor.stream_reader(payload).read(limit + 1)
+            raw = decompressor.stream_reader(payload).read(limit + 1)
     except zstandard.ZstdError as exc:
         raise SerializationError(f"{what} is corrupt: {exc}") from None
     if len(raw) > limit:

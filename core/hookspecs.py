@@ -31,8 +31,9 @@ the semantics identical on every engine, and makes a backend small:
   (or the reverse) is refused when the manager opens.
 * **Optional, no capability of their own**: ``torpor_capabilities``,
   ``torpor_open``, ``torpor_close``, ``torpor_touch_resolution_ms``,
-  ``torpor_transact_batch`` (only with ``torpor_transact``), ``torpor_count``,
-  ``torpor_stats``; and ``torpor_event`` for observers.
+  ``torpor_transact_batch`` (only with ``torpor_transact``), ``torpor_iterate_ids``
+  (only with ``torpor_iterate``), ``torpor_count``, ``torpor_stats``; and
+  ``torpor_event`` for observers.
 
 Writing the methods
 ===================
@@ -328,6 +329,37 @@ def torpor_iterate(  # type: ignore[empty-body]
     manager skips them).  Each call should open and close its own read transaction (a
     slow consumer must not pin a snapshot), return at most ``batch_size`` items, and
     hold memory in proportion to ``batch_size``, not to the store.
+    """
+
+
+@hookspec(firstresult=True)
+def torpor_iterate_ids(  # type: ignore[empty-body]
+    cursor: Any, batch_size: int, now_ms: int
+) -> tuple[Sequence[str | bytes], Any]:
+    """One batch of a walk over the ids of live sessions, for ``Manager.ids()``.
+    Optional, and only with ``torpor_iterate`` (it is part of ``NATIVE_ITERATION``).
+
+    The same walk as ``torpor_iterate`` (same ``cursor`` protocol, same order, the same
+    exactly-once guarantee, one short read transaction per call, at most
+    ``batch_size`` records looked at per call, memory in proportion to the batch), but
+    it returns only the keys of the records the manager would keep: values that are
+    *intact* and *not expired* at ``now_ms``.  Intact means what the manager checks
+    in a walk: ``Record.of(value, key)`` succeeds (a torpor record naming its own
+    key) and its data decodes (``Record.session_data(max_session_bytes)``).  Expired
+    means ``now_ms - last_accessed > timeout_ms``.  Every other value (damaged,
+    foreign, an imposter, an expired record) is skipped, never returned and never
+    raised; the manager still counts and logs damage in ``stats()``, which walks
+    whole records with ``torpor_iterate``.  Keys that are not valid session ids may
+    be returned or skipped: the manager drops them.
+
+    Write it when a walk of whole records costs much more than its ids (large
+    records in a persistent store): a backend may prove a value intact without
+    decoding it, e.g. with a checksum stored beside the record when the record was
+    written from data the manager encoded, but must never return a value it has not
+    proved; when in doubt, decode as the manager would.  A batch may hold fewer ids
+    than ``batch_size`` (even none, with a cursor to go on).  Without this hook,
+    ``ids()`` walks ``torpor_iterate`` and decodes every record; so does it when an
+    extension plugin wraps ``torpor_iterate`` but not this hook.
     """
 
 

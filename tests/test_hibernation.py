@@ -35,7 +35,9 @@ def test_hibernation_saves_memory_on_ets_like(
     assert mgr.hibernate_idle(30_000) == 200
     after = mgr.stats().memory_bytes
     assert before is not None and after is not None
-    assert after * 4 < before  # live chat data vs zstd-compressed msgpack
+    # msgpack bytes vs zstd frames; the memory figure itself is checked against
+    # tracemalloc in test_compact_memory.py.
+    assert after * 2 < before
 
 
 def test_default_threshold_and_none(open_mgr: OpenFn, clock: torpor.ManualClock) -> None:

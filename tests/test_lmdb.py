@@ -116,27 +116,6 @@ def test_the_map_grows_on_its_own(tmp_path: Path) -> None:
         assert len(again) == 300
 
 
-def test_reads_coalesce_their_touch(tmp_path: Path) -> None:
-    clock = torpor.ManualClock()
-    with _open(tmp_path / "env", clock=clock) as mgr:
-        assert mgr.touch_resolution_ms == 1000
-        s = mgr.create({}, timeout_ms=5000)
-        env = mgr._b._backend.shared.env  # type: ignore[attr-defined]
-        txn_before = env.info()["last_txnid"]
-        clock.advance(999)
-        assert mgr.get(s.id) is not None
-        assert env.info()["last_txnid"] == txn_before  # a read, no write
-        assert mgr.peek(s.id).last_accessed == s.last_accessed  # type: ignore[union-attr]
-        clock.advance(1)
-        assert mgr.get(s.id).last_accessed == clock()  # type: ignore[union-attr]
-        assert env.info()["last_txnid"] == txn_before + 1
-        assert mgr.touch(s.id)  # an explicit touch always writes
-    with _open(tmp_path / "env2", clock=clock, touch_resolution_ms=0) as exact:
-        s = exact.create({})
-        clock.advance(1)
-        assert exact.get(s.id).last_accessed == clock()  # type: ignore[union-attr]
-
-
 def test_a_forked_child_gets_a_clear_error(tmp_path: Path) -> None:
     mgr = _open(tmp_path / "env")
     s = mgr.create({})

@@ -277,7 +277,7 @@ def test_damaged_metadata_of_a_live_session_keeps_its_mail(tmp_path: Path, damag
         mgr.send(s.id, "queued")
     good = _meta_entry(path, b"s")
     assert good is not None
-    fields = list(struct.unpack(">QQQBQ", good))
+    fields = list(struct.unpack_from(">QQQBQ", good))
     fields[4] ^= 1  # a valid entry naming another incarnation than the record's
     bad = {
         "short": b"\x01\x02",
@@ -297,7 +297,7 @@ def test_damaged_metadata_of_a_live_session_keeps_its_mail(tmp_path: Path, damag
         mgr.send(s.id, "more")
         assert _drain(mgr, s.id) == ["more"]
     repaired = _meta_entry(path, b"s")
-    assert repaired is not None and struct.unpack(">QQQBQ", repaired)[4] == s.incarnation
+    assert repaired is not None and struct.unpack_from(">QQQBQ", repaired)[4] == s.incarnation
 
 
 def test_sending_to_a_session_with_damaged_metadata_repairs_it(tmp_path: Path) -> None:
@@ -310,7 +310,7 @@ def test_sending_to_a_session_with_damaged_metadata_repairs_it(tmp_path: Path) -
     with torpor.open("lmdb", path=str(path), sweeper=False) as mgr:
         mgr.send(s.id, "hello")  # a write that passes by: the metadata is rewritten
     raw = _meta_entry(path, b"s")
-    assert raw is not None and struct.unpack(">QQQBQ", raw)[4] == s.incarnation
+    assert raw is not None and struct.unpack_from(">QQQBQ", raw)[4] == s.incarnation
     with torpor.open("lmdb", path=str(path), sweeper=False) as mgr:
         assert _drain(mgr, s.id) == ["hello"]
 

@@ -316,7 +316,7 @@ def test_meta_records_the_incarnation(tmp_path: Path) -> None:
     with mgr:
         s = mgr.create({}, session_id="s")
         raw = backend.shared.read(lambda txn: txn.get(b"s", db=backend._dbs.meta))
-        assert struct.unpack(">QQQBQ", raw)[4] == s.incarnation
+        assert struct.unpack_from(">QQQBQ", raw)[4] == s.incarnation
 
 
 def test_huge_timeouts_and_times_do_not_overflow_the_indexes(tmp_path: Path) -> None:

@@ -1,8 +1,12 @@
 """The ets_like backend: sessions in this process, like an Erlang ETS table.
 
-Active sessions are kept as live records (decoded Python data, no bytes); hibernated
+Every session is kept as bytes: active ones as their encoded data (msgpack), hibernated
 ones as their compact form (zstd-compressed msgpack).  Like ETS, values are copied in
-and out: the manager never shares a dict with a caller (``Record.to_session``).
+and out, and bytes make both copies the cheapest they can be: a write keeps the bytes
+the manager encoded anyway (to check the data and its size), and a read decodes them
+once, into a dict that belongs to the caller.  Live dicts, kept by torpor 0.1, cost a
+second copy on every read and write (a msgpack round trip) and ~2.2x the memory of their
+bytes (measured by ``torpor bench``; see docs/performance.md).
 
 Concurrency: one short lock guards the dict and the indexes; writes to one session are
 serialised by the core's per-id locks (the backend does not implement
@@ -13,11 +17,9 @@ and an orderly close hold it for one pass over the dict.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from torpor import BackendStats, Capability, Record, check_backend_options, parse_int
 from torpor.plugins.ets_like._indexes import SeqIndex, TimeIndex
@@ -25,11 +27,40 @@ from torpor.plugins.ets_like._indexes import SeqIndex, TimeIndex
 __all__ = ["EtsLikeBackend", "create_backend"]
 
 
-@dataclass(slots=True)
 class _Entry:
-    record: Record
-    seq: int
-    size: int | None  # measured lazily, by torpor_stats: a deep size costs ~30 µs
+    """One session as kept.  A hibernated one is held as its stored envelope (one bytes
+    object: metadata and frame), not as a ``Record``: the tuple and its integers cost
+    ~200 bytes, a sixth of what a hibernated chat-like session costs in all."""
+
+    __slots__ = ("held", "key", "seq")
+
+    def __init__(self, record: Record, seq: int, key: str) -> None:
+        self.record = record
+        self.seq = seq
+        # The id object the store's dict holds: the indexes share it.  (A record parsed
+        # from the envelope brings a copy of its id, ~80 bytes more per session.)
+        self.key = key
+
+    @property
+    def record(self) -> Record:
+        held = self.held
+        return held if isinstance(held, Record) else Record.from_blob(held)
+
+    @record.setter
+    def record(self, record: Record) -> None:
+        self.held: Record | bytes = record.blob if record.hibernated else record
+
+    @property
+    def size(self) -> int:
+        """Bytes of data held: the payload, or the whole envelope."""
+        held = self.held
+        return len(held.payload or b"") if type(held) is Record else len(held)
+
+
+ENTRY_OVERHEAD: Final = 400
+"""Bytes one session costs besides its payload: the record (its tuple and integers),
+the entry, the dict slot and the index entries, as tracemalloc measures them on
+CPython 3.11-3.13 (tests/test_compact_memory.py keeps this figure honest)."""
 
 
 CAPABILITIES: frozenset[Capability] = frozenset(
@@ -49,7 +80,7 @@ class EtsLikeBackend:
         self._order = SeqIndex()
         self._idle = TimeIndex(index_bucket_ms)  # active sessions by last access
         self._expiry = TimeIndex(index_bucket_ms)  # sessions with a timeout, by expiry
-        self._memory = 0
+        self._payload_bytes = 0
         self._hibernated = 0
 
     # -- lifecycle ---------------------------------------------------------------
@@ -66,7 +97,7 @@ class EtsLikeBackend:
             self._order = SeqIndex()
             self._idle = TimeIndex(self._idle.width)
             self._expiry = TimeIndex(self._expiry.width)
-            self._memory = self._hibernated = 0
+            self._payload_bytes = self._hibernated = 0
 
     # -- required data hooks -------------------------------------------------------
     def torpor_fetch(self, session_id: str) -> Record | None:
@@ -74,22 +105,17 @@ class EtsLikeBackend:
         return None if entry is None else entry.record
 
     def torpor_store(self, record: Record) -> None:
-        if record.hibernated:
-            if record.data is not None:
-                record = record.compacted()
-        else:
-            record = record.live()
+        held = self._entries.get(record.id)
+        kept = None if held is None or type(held.held) is not Record else held.held.payload
+        record = _at_rest(record, kept)
         with self._lock:
             old = self._entries.get(record.id)
-            size: int | None = None
             if old is None:
-                seq = self._order.add(record.id)
+                seq, key = self._order.add(record.id), record.id
             else:
                 self._unindex(old)
-                seq = old.seq  # a rewrite keeps its place in the walk
-                if old.record.data is not None and old.record.data is record.data:
-                    size = old.size  # a touch: same data, same size
-            entry = _Entry(record, seq, size)
+                seq, key = old.seq, old.key  # a rewrite keeps its place in the walk
+            entry = _Entry(record, seq, key)
             self._entries[record.id] = entry
             self._index(entry)
 
@@ -118,6 +144,17 @@ class EtsLikeBackend:
             items = [(sid, self._entries[sid].record) for sid in ids]
         return items, (None if position is None else (position, end))
 
+    def torpor_iterate_ids(
+        self, cursor: Any, batch_size: int, now_ms: int
+    ) -> tuple[Sequence[str], Any]:
+        # The same walk, keeping only ids: a hibernated entry is parsed one at a time
+        # to read its expiry, so the batch never holds records (or their frames).
+        with self._lock:
+            start, end = cursor or (0, self._order.next_seq)
+            ids, position = self._order.walk(start, end, batch_size)
+            live = [sid for sid in ids if not self._entries[sid].record.is_expired(now_ms)]
+        return live, (None if position is None else (position, end))
+
     def torpor_idle_ids(self, cutoff_ms: int, limit: int) -> Sequence[str]:
         with self._lock:
             return self._idle.below(cutoff_ms, limit)
@@ -134,61 +171,49 @@ class EtsLikeBackend:
             return len(self._entries) - self._expiry.count_below(now_ms)
 
     def torpor_stats(self) -> BackendStats:
-        """Memory is the session data as held (live objects, or compact bytes),
-        estimated with ``sys.getsizeof`` over the data; index overhead is not counted."""
         with self._lock:
-            unmeasured = [e for e in self._entries.values() if e.size is None]
-        for entry in unmeasured:  # measured outside the lock: it may take a while
-            size = _measure(entry.record)
-            with self._lock:
-                if entry.size is None and self._entries.get(entry.record.id) is entry:
-                    entry.size = size
-                    self._memory += size
-        with self._lock:
-            return BackendStats(
-                self._memory, "estimate: sys.getsizeof over each session's data as held"
-            )
+            held = self._payload_bytes + len(self._entries) * ENTRY_OVERHEAD
+        return BackendStats(
+            held,
+            "bytes held: every session's stored bytes (exact) plus "
+            f"{ENTRY_OVERHEAD} bytes of record and index each (measured by tracemalloc)",
+        )
 
     # -- internals -----------------------------------------------------------------
     def _index(self, entry: _Entry) -> None:
-        record = entry.record
+        record, key = entry.record, entry.key
         if record.hibernated:
             self._hibernated += 1
         else:
-            self._idle.add(record.id, record.last_accessed)
+            self._idle.add(key, record.last_accessed)
         if record.timeout_ms is not None:
-            self._expiry.add(record.id, record.last_accessed + record.timeout_ms)
-        if entry.size is not None:
-            self._memory += entry.size
+            self._expiry.add(key, record.last_accessed + record.timeout_ms)
+        self._payload_bytes += entry.size
 
     def _unindex(self, entry: _Entry) -> None:
-        record = entry.record
+        record, key = entry.record, entry.key
         if record.hibernated:
             self._hibernated -= 1
         else:
-            self._idle.remove(record.id, record.last_accessed)
+            self._idle.remove(key, record.last_accessed)
         if record.timeout_ms is not None:
-            self._expiry.remove(record.id, record.last_accessed + record.timeout_ms)
-        if entry.size is not None:
-            self._memory -= entry.size
+            self._expiry.remove(key, record.last_accessed + record.timeout_ms)
+        self._payload_bytes -= entry.size
 
 
-def _measure(record: Record) -> int:
-    """Bytes the session's data occupies as held: live objects or the compact form."""
-    if record.data is None:
-        return sys.getsizeof(record.payload)
-    return _deep_sizeof(record.data)
-
-
-def _deep_sizeof(value: object) -> int:
-    size = sys.getsizeof(value)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            size += sys.getsizeof(key) + _deep_sizeof(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            size += _deep_sizeof(item)
-    return size
+def _at_rest(record: Record, held: bytes | None) -> Record:
+    """The form kept: bytes only, each object exactly as large as its content.
+    ``held``: the payload kept for this id now (a touch or a wake keeps it)."""
+    if record.hibernated:
+        # Compressing copies into exact-size bytes already (codec.compress).
+        return record if record.data is None else record.compacted()
+    if record.payload is held and held is not None and record.data is None:
+        return record  # a touch: the bytes kept are the bytes stored
+    # msgspec over-allocates what it encodes by ~25% (tracemalloc); a copy is exact.
+    return Record(
+        record.id, record.created_at, record.last_accessed, record.timeout_ms, record.version,
+        False, record.incarnation, bytes(memoryview(record.encoded_payload())), None,
+    )  # fmt: skip
 
 
 def create_backend(**options: Any) -> EtsLikeBackend:

@@ -3,7 +3,8 @@
 The databases of a namespace and the marker that guards them are described in
 ``_layout.py``; what each write does inside its transaction in ``_store.py``; the
 mailbox in ``_mailbox.py``; the environment (sharing, map growth, fork, errors) in
-``_env.py`` and ``_envs.py``.
+``_env.py`` and ``_envs.py``; the ids walk, which checks records against a checksum
+in their metadata instead of decoding them, in ``_walk.py`` and ``_meta.py``.
 
 Every hook is one LMDB transaction: a read, or a write with one commit (when the map
 must grow, the attempt that hit the limit is aborted and retried: still one commit).
@@ -38,6 +39,7 @@ from torpor.plugins.lmdb._index import entry_prefix
 from torpor.plugins.lmdb._layout import Dbs, field_key, open_layout, reopen_layout
 from torpor.plugins.lmdb._mailbox import LmdbMailbox
 from torpor.plugins.lmdb._store import Store, adopt
+from torpor.plugins.lmdb._walk import ids_page
 
 __all__ = ["LmdbBackend"]
 
@@ -191,6 +193,15 @@ class LmdbBackend:
             return items, (last if more else None)
 
         return self.shared.read(page)
+
+    def torpor_iterate_ids(
+        self, cursor: Any, batch_size: int, now_ms: int
+    ) -> tuple[list[str | bytes], Any]:
+        """``ids()``: the same walk, reading records in place (see ``_walk.py``)."""
+        dbs, limit = self._dbs, self._store.limit
+        return self.shared.read(
+            lambda txn: ids_page(txn, dbs, cursor, batch_size, now_ms, limit), buffers=True
+        )
 
     def torpor_idle_ids(self, cutoff_ms: int, limit: int) -> Sequence[str]:
         return self._below("idle", cutoff_ms, limit)

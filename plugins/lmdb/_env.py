@@ -61,8 +61,9 @@ T = TypeVar("T")
 log = logging.getLogger("torpor.lmdb")
 
 # py-lmdb's stubs type every value as ``bytes | memoryview`` because buffer
-# transactions (buffers=True) return memoryviews.  torpor never opens one, so every
-# value it reads is bytes; these aliases say so once instead of a cast per read.
+# transactions (buffers=True) return memoryviews.  Only the ids walk opens one (see
+# ``_walk.py``: it checks records in place, copying none); everywhere else every
+# value read is bytes, and these aliases say so once instead of a cast per read.
 Txn = Any
 Db = Any
 
@@ -255,8 +256,11 @@ class SharedEnv:
         found: bytes | None = self._run(lambda txn: txn.get(key, db=db), write=False)
         return found
 
-    def read(self, body: Callable[[Txn], T]) -> T:
-        return self._run(body, write=False)
+    def read(self, body: Callable[[Txn], T], *, buffers: bool = False) -> T:
+        """Run ``body`` in a read transaction.  With ``buffers`` its values and keys are
+        memoryviews into the map, valid only until the transaction ends or the cursor
+        moves: ``body`` must copy whatever it returns."""
+        return self._run(body, write=False, buffers=buffers)
 
     def write(self, body: Callable[[Txn], T]) -> T:
         """Run ``body`` in a write transaction, one commit; retried (``body`` called
@@ -264,14 +268,15 @@ class SharedEnv:
         propagates."""
         return self._run(body, write=True)
 
-    def _run(self, body: Callable[[Txn], T], *, write: bool) -> T:
+    def _run(self, body: Callable[[Txn], T], *, write: bool, buffers: bool = False) -> T:
         read = not write
         cleared = False
         while True:
             self._enter(read)
             grow = False
             try:
-                with self.env.begin(write=write) as txn:
+                begin = self.env.begin
+                with begin(write=write, buffers=True) if buffers else begin(write=write) as txn:
                     return body(txn)
             except lmdb.MapFullError:
                 grow = True

@@ -30,7 +30,8 @@ decoding error:
   record's envelope, is not trusted: the envelope (decoded without the payload)
   decides, and the metadata is rewritten by the next write that passes by.  A
   damaged metadata entry is never taken for "another incarnation", which would
-  discard the session's mail.
+  discard the session's mail.  Its checksum (``_meta.py``) is written only for a
+  record torpor vouches for, so a walk that trusts it never yields a damaged record.
 * *index entries* (idle, expiry, field index) that are foreign or stale (the session
   is gone or no longer matches them) are skipped by the reads that meet them, logged
   once, and deleted by the next write transaction of the backend (a sweep's own, if
@@ -46,24 +47,33 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from torpor import CANCEL, Record
 from torpor.errors import ManagerClosed, SerializationError
 from torpor.plugins.lmdb._env import Db, Txn
 from torpor.plugins.lmdb._index import ENTRY_PREFIX, join, session_entries, split
 from torpor.plugins.lmdb._layout import Dbs, field_key
+from torpor.plugins.lmdb._meta import (
+    EXPIRES,
+    HIBERNATED,
+    META,
+    META_V01,
+    State,
+    decodes,
+    inflated_size,
+    pack,
+    parse,
+    readable,
+    vouches,
+)
 
 __all__ = ["META", "State", "Store", "adopt", "mail_prefix", "stamp"]
 
 log = logging.getLogger("torpor")
 
-META = struct.Struct(">QQQBQ")  # last_accessed, expires_at, version, flags, incarnation
-_META_V01 = struct.Struct(">QQQB")  # torpor 0.1: no incarnation
 _U64 = struct.Struct(">Q")
 _MAX: Final = (1 << 64) - 1
-_HIBERNATED: Final = 1
-_EXPIRES: Final = 2
 _CANCELLED: Final = b"c"
 TOMBSTONE_TTL_NS: Final = 60 * 10**9
 _MAX_ID: Final = 255  # bytes of a session id
@@ -95,16 +105,6 @@ def _clamp(value: int) -> int:
     return min(max(value, 0), _MAX)
 
 
-class State(NamedTuple):
-    """What the metadata of a session says (or its envelope, when that is trusted)."""
-
-    accessed: int
-    expires: int
-    version: int
-    flags: int
-    incarnation: int | None
-
-
 def _envelope(key: bytes, blob: bytes | None) -> Record | None:
     """The record's envelope (its payload left encoded), if it is an intact torpor
     record stored under its own id."""
@@ -119,7 +119,7 @@ def _envelope(key: bytes, blob: bytes | None) -> Record | None:
 
 def _state_of(record: Record) -> State:
     timeout = record.timeout_ms
-    flags = (_HIBERNATED if record.hibernated else 0) | (0 if timeout is None else _EXPIRES)
+    flags = (HIBERNATED if record.hibernated else 0) | (0 if timeout is None else EXPIRES)
     expires = 0 if timeout is None else _clamp(record.last_accessed + timeout)
     return State(
         _clamp(record.last_accessed),
@@ -198,10 +198,11 @@ class Store:
 
     # -- reading metadata --------------------------------------------------------------
     def _meta(self, txn: Txn, key: bytes, raw: bytes) -> State:
-        if len(raw) == META.size:
-            return State(*META.unpack(raw))
-        if len(raw) == _META_V01.size:  # a store adopted from torpor 0.1
-            accessed, expires, version, flags = _META_V01.unpack(raw)
+        state = parse(raw)
+        if state is not None:
+            return state
+        if len(raw) == META_V01.size:  # a store adopted from torpor 0.1
+            accessed, expires, version, flags = META_V01.unpack(raw)
             blob = txn.get(key, db=self.dbs.sessions)
             return State(accessed, expires, version, flags, _blob_incarnation(key, blob))
         # Damaged metadata: the record's envelope says what it should have said.
@@ -232,7 +233,7 @@ class Store:
         it agrees; when it does not (or is damaged), the record's envelope decides, and
         metadata found wrong is rewritten (now if ``repair``: in a write transaction)."""
         raw = txn.get(key, db=self.dbs.meta)
-        if raw is not None and len(raw) in (META.size, _META_V01.size):
+        if raw is not None and readable(raw):
             if self._meta(txn, key, raw).incarnation == wanted:
                 return True
         elif raw is not None:
@@ -287,9 +288,14 @@ class Store:
         data_changed = ended or stored is None or stored.version != _clamp(record.version)
         if data_changed:
             self._unindex(txn, key)
-        txn.put(key, record.blob, db=dbs.sessions)
+        # Vouched for (see _meta.py): data the manager encoded, or a touch, wake or
+        # hibernation of a record vouched for until now; else decoded here, once per
+        # record (those written before checksums, or by another program).
+        vouched = data_changed or self._vouched(txn, key, old) or decodes(record, self.limit)
+        blob = record.blob
+        txn.put(key, blob, db=dbs.sessions)
         state = _state_of(record)
-        self._write_meta(txn, key, state)
+        self._write_meta(txn, key, state, blob if vouched else None, inflated_size(record))
         if data_changed:  # touches and hibernation keep the data: no decoding for them
             self._index(txn, key, record)
         return ended
@@ -299,7 +305,7 @@ class Store:
         something was.  Ends the incarnation for ``reason`` (a ``Removal.reason``)."""
         dbs = self.dbs
         old = txn.get(key, db=dbs.meta)
-        intact = old is not None and len(old) in (META.size, _META_V01.size)
+        intact = old is not None and readable(old)
         # The envelope (never the payload) is read when the metadata cannot tell, or
         # when the incarnation matters (a tombstone): it is the truth if they differ.
         # (Index entries of metadata that is wrong but intact are left for the sweeps,
@@ -322,16 +328,21 @@ class Store:
 
     def repair_meta(self, txn: Txn, key: bytes) -> None:
         """Rewrite the metadata (and time index entries) of ``key`` from its record's
-        envelope, if they disagree."""
-        truth = self.envelope_state(txn, key)
-        if truth is None:
+        envelope, if they disagree.  With a checksum only if its data decodes: a repair
+        must not vouch for a payload no one has read."""
+        blob = txn.get(key, db=self.dbs.sessions)
+        record = _envelope(key, blob)
+        if record is None:
             return
+        truth = _state_of(record)
         raw = txn.get(key, db=self.dbs.meta)
-        if raw is not None and len(raw) == META.size and State(*META.unpack(raw)) == truth:
+        current = None if raw is None else parse(raw)
+        if current == truth:
             return
-        if raw is not None and len(raw) == META.size:
-            self._untime(txn, key, State(*META.unpack(raw)))
-        self._write_meta(txn, key, truth)
+        if current is not None:
+            self._untime(txn, key, current)
+        vouched = blob if decodes(record, self.limit) else None
+        self._write_meta(txn, key, truth, vouched, inflated_size(record))
 
     def index_field(self, txn: Txn, field: str) -> None:
         """Start indexing ``field``: file every stored session that has it."""
@@ -440,7 +451,7 @@ class Store:
                 )  # fmt: skip
             return None
         raw = txn.get(key, db=self.dbs.meta)
-        intact = raw is not None and len(raw) in (META.size, _META_V01.size)
+        intact = raw is not None and readable(raw)
         if intact and _matches(which, entry, self._meta(txn, key, raw)):
             return key.decode("utf-8")
         truth = self.envelope_state(txn, key)
@@ -467,14 +478,22 @@ class Store:
                 self._repairs[key] = None
 
     # -- internals -------------------------------------------------------------------
-    def _write_meta(self, txn: Txn, key: bytes, state: State) -> None:
+    def _vouched(self, txn: Txn, key: bytes, raw: bytes | None) -> bool:
+        """Whether the stored record is one torpor vouched for: metadata ``raw`` has a
+        checksum, and the record still matches it."""
+        if raw is None or len(raw) != META.size:
+            return False
+        blob = txn.get(key, db=self.dbs.sessions)
+        return blob is not None and vouches(raw, blob)
+
+    def _write_meta(
+        self, txn: Txn, key: bytes, state: State, vouched_blob: bytes | None, inflated: int
+    ) -> None:
         dbs = self.dbs
-        incarnation = 0 if state.incarnation is None else state.incarnation
-        meta = META.pack(state.accessed, state.expires, state.version, state.flags, incarnation)
-        txn.put(key, meta, db=dbs.meta)
-        if not state.flags & _HIBERNATED:
+        txn.put(key, pack(state, vouched_blob, inflated), db=dbs.meta)
+        if not state.flags & HIBERNATED:
             txn.put(stamp(state.accessed) + key, b"", db=dbs.idle)
-        if state.flags & _EXPIRES:
+        if state.flags & EXPIRES:
             txn.put(stamp(state.expires) + key, b"", db=dbs.expiry)
 
     def _index(self, txn: Txn, key: bytes, record: Record) -> None:
@@ -497,9 +516,9 @@ class Store:
             txn.delete(key, db=self.dbs.entries)
 
     def _untime(self, txn: Txn, key: bytes, state: State) -> None:
-        if not state.flags & _HIBERNATED:
+        if not state.flags & HIBERNATED:
             txn.delete(stamp(state.accessed) + key, db=self.dbs.idle)
-        if state.flags & _EXPIRES:
+        if state.flags & EXPIRES:
             txn.delete(stamp(state.expires) + key, db=self.dbs.expiry)
 
     def _end(self, txn: Txn, key: bytes, incarnation: int | None, reason: str) -> None:
@@ -552,8 +571,8 @@ class Store:
 def _matches(which: str, entry: bytes, state: State) -> bool:
     """Whether an idle or expiry entry is the one ``state`` calls for."""
     if which == "idle":
-        return not state.flags & _HIBERNATED and entry[:8] == stamp(state.accessed)
-    return bool(state.flags & _EXPIRES) and entry[:8] == stamp(state.expires)
+        return not state.flags & HIBERNATED and entry[:8] == stamp(state.accessed)
+    return bool(state.flags & EXPIRES) and entry[:8] == stamp(state.expires)
 
 
 def adopt(txn: Txn, dbs: Dbs, limit: int, check_open: Callable[[], None]) -> None:

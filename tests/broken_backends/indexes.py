@@ -112,7 +112,7 @@ class WokenNotReindexed(EtsLikeBackend):
                 and not record.hibernated
                 and entry.record.version == record.version
             ):
-                self._wake_in_place(entry, record.live())
+                self._wake_in_place(entry, record)
                 return
         super().torpor_store(record)
 
@@ -123,10 +123,9 @@ class WokenNotReindexed(EtsLikeBackend):
             self._expiry.remove(old.id, old.last_accessed + old.timeout_ms)
         if live.timeout_ms is not None:
             self._expiry.add(live.id, live.last_accessed + live.timeout_ms)
-        if entry.size is not None:
-            self._memory -= entry.size
-            entry.size = None
+        self._payload_bytes -= entry.size
         entry.record = live
+        self._payload_bytes += entry.size
 
 
 class CountSkipsHibernated(EtsLikeBackend):
@@ -248,8 +247,7 @@ class _FiledDeadlines(EtsLikeBackend):
             self._hibernated += 1
         else:
             self._idle.add(record.id, record.last_accessed)
-        if entry.size is not None:
-            self._memory += entry.size
+        self._payload_bytes += entry.size
         self._refile(record)
 
     def _unindex(self, entry: _Entry) -> None:
@@ -258,8 +256,7 @@ class _FiledDeadlines(EtsLikeBackend):
             self._hibernated -= 1
         else:
             self._idle.remove(record.id, record.last_accessed)
-        if entry.size is not None:
-            self._memory -= entry.size
+        self._payload_bytes -= entry.size
 
     def torpor_delete(self, session_id: str) -> bool:
         with self._lock:
