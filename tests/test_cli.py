@@ -107,11 +107,15 @@ def test_demo_prints_memory_before_and_after() -> None:
 
 
 def test_bench_reports_ratios() -> None:
+    # Sizes given on the command line win over --quick's.
     result = CliRunner().invoke(
-        cli, ["bench", "--sessions", "100", "--calls", "300"], terminal_width=200
+        cli, ["bench", "--quick", "--sessions", "100", "--calls", "300"], env={"COLUMNS": "200"}
     )
     assert result.exit_code == 0, result.output
-    assert "get, fast path" in result.output and "dispatched through pluggy" in result.output
+    assert "100 sessions of ~3 KB" in result.output
+    ratio = r"[\d.]+x \([\d.]+-[\d.]+\)"
+    pluggy = rf"get hot, pluggy dispatch\s*│\s*call\s*│[\d,. ]+│[\d,. ]+│\s*{ratio}\s*│\s*get hot\s"
+    assert re.search(pluggy, result.output), result.output
 
 
 @pytest.mark.parametrize(
@@ -161,11 +165,16 @@ def test_backends_shows_a_missing_extra_once_with_its_pip_extra(
     assert re.search(r"ets_like .*native_hibernation", result.output), result.output
 
 
+# The per-operation cases as small as they go: these tests are about the sweep checks.
+SMALLEST_BENCH = ["--quick", "--sessions", "50", "--calls", "50", "--write-calls", "5"]
+SMALLEST_BENCH += ["--sweep-sizes", "100,200", "--backlog", "100"]
+
+
 @pytest.mark.parametrize("backend", ["ets_like", "lmdb"])
 def test_bench_sweep_figures_are_reported(backend: str) -> None:
     # Small stores and --no-check: this checks the figures are measured and shown,
     # never how fast this machine is (the limits are the benchmark's business).
-    args = ["bench", "--backend", backend, "--sessions", "50", "--calls", "100"]
+    args = ["bench", "--backend", backend, *SMALLEST_BENCH]
     args += ["--urgent-close", "3000", "--cleanup-scaling", "--cleanup-sizes", "200,2000"]
     result = CliRunner().invoke(cli, [*args, "--no-check"], terminal_width=200)
     assert result.exit_code == 0, result.output
@@ -188,7 +197,7 @@ def test_bench_check_fails_with_a_message_when_a_limit_is_missed(
     from torpor.cli import _bench
 
     monkeypatch.setattr(_bench, "URGENT_CLOSE_LIMIT_MS", 0.0)  # no close is that fast
-    args = ["bench", "--sessions", "50", "--calls", "100", "--urgent-close", "3000"]
+    args = ["bench", *SMALLEST_BENCH, "--urgent-close", "3000"]
     result = CliRunner().invoke(cli, args, terminal_width=200)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output

@@ -1,11 +1,11 @@
-"""``torpor bench``: per-call costs, as ratios against baselines measured in the same
-run.  Nothing here is asserted by tests; the figures are for humans and notes.
+"""``torpor bench``: what each operation costs, as ratios against baselines measured
+in the same run (docs/performance.md explains every figure).  Nothing here is
+asserted by tests; the figures are for humans and notes.
 
-Baselines: the same manager with pluggy dispatch instead of the fast path, and the
-raw engine doing the same work with torpor's codec (for ``lmdb``: a read transaction,
-``get`` and the decode; a write transaction, ``put`` and the encode).  The managers
-use a manual clock that does not move, so ``get`` measures the read path (a backend
-with a touch resolution writes at most once per resolution per session).
+Every case of one backend runs once per repetition, interleaved (A B C A B C ...),
+and each ratio is taken between the paired samples of one repetition before the
+median is: see ``torpor.cli.bench``.  ``--json`` keeps every sample, ``--plot`` draws
+them (matplotlib, the ``torpor[plot]`` extra).
 
 ``--urgent-close N`` and ``--cleanup-scaling`` add the sweep figures of
 ``torpor.cli._sweep_bench`` and check them against their limits: a figure that misses
@@ -15,10 +15,7 @@ its limit ends the command with status 1 and says which (``--no-check`` only rep
 from __future__ import annotations
 
 import random
-import statistics
-import tempfile
-import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any, get_args
 
 import click
@@ -26,8 +23,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-import torpor
-from torpor import codec
 from torpor.cli._options import backend_options
 from torpor.cli._sweep_bench import (
     CLEANUP_RATIO_LIMIT,
@@ -35,28 +30,18 @@ from torpor.cli._sweep_bench import (
     CleanupFigure,
     SweepKind,
     cleanup_cost,
-    scratch_storage,
     urgent_close_mid_sweep,
 )
+from torpor.cli.bench._settings import MIN_REPEATS, QUICK
 from torpor.sample import chat_session
 
-Row = tuple[str, float, str]
 SWEEPS: tuple[SweepKind, ...] = get_args(SweepKind)
 
 
-def per_call_us(fn: Callable[[int], object], calls: int, repeats: int = 5) -> float:
-    """Median over ``repeats`` runs of the mean cost of ``fn(i)``, in microseconds."""
-    runs = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for i in range(calls):
-            fn(i)
-        runs.append((time.perf_counter() - started) / calls * 1e6)
-    return statistics.median(runs)
-
-
-def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
     """Click callback: ``"10000,100000"`` -> ``(10000, 100000)``."""
+    if value is None:
+        return None
     try:
         sizes = tuple(int(part.replace("_", "")) for part in value.split(","))
     except ValueError:
@@ -70,10 +55,55 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int,
     return sizes
 
 
+_SIZE = click.IntRange(min=1)
+
+
 @click.command()
-@click.option("--backend", default="ets_like", show_default=True)
-@click.option("--sessions", "count", default=10_000, show_default=True)
-@click.option("--calls", default=20_000, show_default=True, help="Calls per timed run.")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    default=("ets_like",),
+    show_default=True,
+    help="Backend to measure (repeatable: each runs on its own, one after the other).",
+)
+@click.option("--sessions", type=_SIZE, help="Sessions per store read and written. [10,000]")
+@click.option("--calls", type=_SIZE, help="Calls per block of a read case. [per backend]")
+@click.option(
+    "--write-calls", type=_SIZE, help="Calls per block of a case that writes. [per backend]"
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=MIN_REPEATS),
+    help=f"Interleaved repetitions (at least {MIN_REPEATS}). [7]",
+)
+@click.option(
+    "--sweep-sizes",
+    callback=_sizes,
+    help="Store sizes of the walk and expiry sweep cases. [5000,50000]",
+)
+@click.option(
+    "--backlog",
+    type=click.IntRange(min=0),
+    help="Normal messages queued ahead of a priority receive. [100,000]",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Small stores and short blocks: every case in seconds (figures too noisy to quote).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write every sample, the ratios and the environment to this file.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help='Draw the costs and the scaling to this PNG (needs "torpor[plot]").',
+)
 @backend_options
 @click.option(
     "--urgent-close",
@@ -107,114 +137,57 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int,
     help="Exit with status 1 when a sweep figure misses its limit.",
 )
 def bench(
-    backend: str,
-    count: int,
-    calls: int,
+    backends: tuple[str, ...],
+    json_path: Path | None,
+    plot_path: Path | None,
     options: dict[str, str],
     urgent_sessions: int,
     cleanup_scaling: bool,
     cleanup_sizes: tuple[int, ...],
     check: bool,
+    quick: bool,
+    **sizes: Any,
 ) -> None:
-    """Cost of get/create: fast path, pluggy dispatch and the raw engine; with
+    """Cost of every operation per backend (get hot and cold, peek, create, update,
+    delete, walks, expiry sweeps, hibernate and wake, priority receive), against the
+    raw engine and older code paths, from interleaved repetitions; with
     --urgent-close and --cleanup-scaling, the sweep figures and their limits."""
+    from torpor.cli.bench._report import print_result
+    from torpor.cli.bench._run import run_backend
+
+    if plot_path is not None:
+        from torpor.cli.bench._plot import require_matplotlib
+
+        require_matplotlib()
+    given = {**(QUICK if quick else {}), **{k: v for k, v in sizes.items() if v is not None}}
     console = Console()
+    results = []
+    for backend in backends:
+        result = run_backend(backend, options, given, console)
+        print_result(console, result)
+        results.append(result)
+    if json_path is not None:
+        from torpor.cli.bench._json import write_json
+
+        command = {"backends": list(backends), "options": options, "quick": quick, **given}
+        write_json(json_path, results, command)
+        console.print(f"every sample: {escape(str(json_path))}")
+    if plot_path is not None:
+        from torpor.cli.bench._plot import plot
+
+        plot(plot_path, results)
+        console.print(f"plot: {escape(str(plot_path))}")
     payloads = [chat_session(random.Random(i)) for i in range(64)]
-    rows = _manager_rows(backend, options, payloads, count, calls)
-    rows += _raw_rows(backend, options, payloads, count, calls, rows)
-    table = Table(title=f"torpor bench: {backend}, {count:,} sessions of ~3 KB")
-    table.add_column("operation")
-    table.add_column("µs per call", justify="right")
-    table.add_column("ratio", justify="right")
-    for name, cost, ratio in rows:
-        table.add_row(name, f"{cost:.2f}", ratio)
-    console.print(table)
     missed: list[str] = []
-    if urgent_sessions:
-        missed += _urgent_close(console, backend, options, urgent_sessions, payloads)
-    if cleanup_scaling:
-        missed += _cleanup_scaling(console, backend, options, cleanup_sizes, payloads)
+    for backend in backends:
+        if urgent_sessions:
+            missed += _urgent_close(console, backend, options, urgent_sessions, payloads)
+        if cleanup_scaling:
+            missed += _cleanup_scaling(console, backend, options, cleanup_sizes, payloads)
     if missed and check:
         raise click.ClickException("; ".join(missed))
     for message in missed:
         console.print(f"[yellow]limit missed (not checked, --no-check):[/] {escape(message)}")
-
-
-def _manager_rows(
-    backend: str, options: dict[str, str], payloads: list[dict[str, Any]], count: int, calls: int
-) -> list[Row]:
-    quiet: dict[str, Any] = {"sweeper": False, "hibernate_after_ms": None}
-    clock = torpor.ManualClock()
-    with (
-        scratch_storage(backend, options) as storage,
-        scratch_storage(backend, options) as other_storage,
-        torpor.open(backend, clock=clock, **quiet, **storage) as fast,
-        torpor.open(backend, clock=clock, fast_path=False, **quiet, **other_storage) as dispatched,
-    ):
-        ids = [fast.create(payloads[i % 64]).id for i in range(count)]
-        other = [dispatched.create(payloads[i % 64]).id for i in range(count)]
-        get_fast = per_call_us(lambda i: fast.get(ids[i % count]), calls)
-        get_hook = per_call_us(lambda i: dispatched.get(other[i % count]), calls)
-        peek_fast = per_call_us(lambda i: fast.peek(ids[i % count]), calls)
-        create_fast = per_call_us(lambda i: fast.create(payloads[i % 64]), max(calls // 10, 1))
-    return [
-        ("get, fast path", get_fast, "1.00x"),
-        ("get, dispatched through pluggy", get_hook, f"{get_hook / get_fast:.2f}x of fast"),
-        ("peek, fast path", peek_fast, f"{peek_fast / get_fast:.2f}x of get"),
-        ("create, fast path", create_fast, ""),
-    ]
-
-
-def _raw_rows(
-    backend: str,
-    options: dict[str, str],
-    payloads: list[dict[str, Any]],
-    count: int,
-    calls: int,
-    rows: list[Row],
-) -> list[Row]:
-    if backend != "lmdb":
-        return []
-    import lmdb
-
-    from torpor.plugins.lmdb._env import DURABILITY
-
-    sync, metasync = DURABILITY[options.get("durability", "sync")]
-    scratch = tempfile.TemporaryDirectory(prefix="torpor-raw-", ignore_cleanup_errors=True)
-    env = lmdb.open(scratch.name, map_size=1 << 30, sync=sync, metasync=metasync)
-    # The metadata torpor stores with each session (every field but the payload).
-    meta = torpor.Record(
-        id="", created_at=0, last_accessed=0, timeout_ms=None, version=1, hibernated=False,
-        incarnation=1,
-    )[:-2]  # fmt: skip
-    blobs = [codec.encode_envelope(meta, codec.encode_data(p), compressed=False) for p in payloads]
-    keys = [f"raw-{i}".encode() for i in range(count)]
-    with env.begin(write=True) as txn:
-        for i, key in enumerate(keys):
-            txn.put(key, blobs[i % 64])
-
-    def raw_get(i: int) -> object:
-        with env.begin() as txn:
-            blob = txn.get(keys[i % count])
-        assert blob is not None
-        _meta, payload, _compressed = codec.decode_envelope(blob)
-        return codec.decode_data(payload)
-
-    def raw_create(i: int) -> None:
-        blob = codec.encode_envelope(meta, codec.encode_data(payloads[i % 64]), compressed=False)
-        with env.begin(write=True) as txn:
-            txn.put(f"new-{i}-{time.perf_counter_ns()}".encode(), blob)
-
-    get_raw = per_call_us(raw_get, calls)
-    create_raw = per_call_us(raw_create, max(calls // 10, 1))
-    env.close()
-    scratch.cleanup()
-    get_fast = rows[0][1]
-    create_fast = rows[3][1]
-    return [
-        ("get, raw lmdb + same codec", get_raw, f"torpor {get_fast / get_raw:.2f}x"),
-        ("create, raw lmdb + same codec", create_raw, f"torpor {create_fast / create_raw:.2f}x"),
-    ]
 
 
 def _urgent_close(

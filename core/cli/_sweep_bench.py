@@ -12,7 +12,8 @@ Time passes on a ``ManualClock``, so "idle" and "expired" need no sleeping.  Sto
 filled through the public API, one ``create`` (one commit) per session.  For ``lmdb``
 the filling manager runs with ``durability="nosync"`` and is closed before the
 measured manager opens the same folder with the options given on the command line
-(``sync`` by default): only the filling is sped up, never what is measured.
+(``sync`` by default): only the filling is sped up, never what is measured (see
+:func:`open_filled`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 import torpor
+from torpor.cli.bench._profiles import profile_for
 
 __all__ = [
     "CLEANUP_RATIO_LIMIT",
@@ -37,6 +39,7 @@ __all__ = [
     "CleanupFigure",
     "UrgentCloseFigure",
     "cleanup_cost",
+    "open_filled",
     "scratch_storage",
     "urgent_close_mid_sweep",
 ]
@@ -96,14 +99,41 @@ class _SweepWatch:
 
 
 @contextmanager
-def scratch_storage(backend: str, options: dict[str, str]) -> Iterator[dict[str, Any]]:
+def scratch_storage(backend: str, options: Mapping[str, str]) -> Iterator[dict[str, Any]]:
     """Options for one more manager over storage of its own: a new folder when the
     backend keeps one (``lmdb``, or any backend given a ``path``), removed afterwards."""
-    if backend != "lmdb" and "path" not in options:
+    if not profile_for(backend).folder and "path" not in options:
         yield dict(options)
         return
     with tempfile.TemporaryDirectory(prefix="torpor-bench-", ignore_cleanup_errors=True) as d:
         yield {**options, "path": d}
+
+
+def open_filled(
+    backend: str,
+    storage: Mapping[str, Any],
+    clock: torpor.ManualClock,
+    fill: Callable[[torpor.Manager], object],
+    **manager: Any,
+) -> torpor.Manager:
+    """A manager opened with ``manager`` options over a store ``fill`` has filled.
+
+    A backend whose profile names ``fast_fill`` options is filled by a manager of its
+    own under them, closed before the measured manager opens the same store with the
+    options given: only the filling is sped up, never what is measured."""
+    fast = profile_for(backend).fast_fill
+    if fast is not None:
+        quiet: dict[str, Any] = {"sweeper": False, "hibernate_after_ms": None}
+        with torpor.open(backend, clock=clock, **{**storage, **quiet, **fast}) as filler:
+            fill(filler)
+        return torpor.open(backend, clock=clock, **{**storage, **manager})
+    mgr = torpor.open(backend, clock=clock, **{**storage, **manager})
+    try:
+        fill(mgr)
+    except BaseException:
+        mgr.close(urgent=True)
+        raise
+    return mgr
 
 
 def _open_filled(
@@ -119,8 +149,9 @@ def _open_filled(
 ) -> tuple[torpor.Manager, float]:
     """A manager opened with ``manager`` options over a store holding ``count`` new
     sessions; also the seconds the filling took."""
+    took = [0.0]
 
-    def fill(mgr: torpor.Manager) -> float:
+    def fill(mgr: torpor.Manager) -> None:
         started = time.perf_counter()
         with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
             task = progress.add_task(f"filling {count:,} sessions", total=count)
@@ -128,20 +159,10 @@ def _open_filled(
                 mgr.create(payloads[i % len(payloads)], timeout_ms=timeout_ms)
                 if i % 1000 == 0:
                     progress.update(task, completed=i)
-        return time.perf_counter() - started
+        took[0] = time.perf_counter() - started
 
-    if backend == "lmdb":  # fill fast in a manager of its own, measure with the user's
-        quiet: dict[str, Any] = {"sweeper": False, "hibernate_after_ms": None}
-        filling = {**storage, **quiet, "durability": "nosync"}
-        with torpor.open(backend, clock=clock, **filling) as filler:
-            took = fill(filler)
-        return torpor.open(backend, clock=clock, **{**storage, **manager}), took
-    mgr = torpor.open(backend, clock=clock, **{**storage, **manager})
-    try:
-        return mgr, fill(mgr)
-    except BaseException:
-        mgr.close(urgent=True)
-        raise
+    mgr = open_filled(backend, storage, clock, fill, **manager)
+    return mgr, took[0]
 
 
 def _wait_for_first_batch(watch: _SweepWatch, sweeper: Any, passes: int, what: str) -> None:

@@ -1,0 +1,82 @@
+"""The performance goals of issue 9, read off one run's ratios and memory figures.
+
+Reported, never enforced: a goal depends on the machine (a disk's fsync, a loaded
+CPU), and the command's exit status is kept for the checked sweep limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torpor.cli.bench._memory import MemoryFigure
+from torpor.cli.bench._runner import RatioResult
+
+__all__ = ["Goal", "goals"]
+
+KIB = 1024
+
+
+@dataclass(frozen=True)
+class Goal:
+    name: str
+    value: float
+    limit: float
+    at_least: bool  # the value must reach the limit (else stay at or under it)
+    unit: str  # "x" (a ratio) or "KiB"
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.limit if self.at_least else self.value <= self.limit
+
+
+def goals(
+    ratios: Sequence[RatioResult],
+    memory: Sequence[MemoryFigure],
+    reference_label: str,
+    *,
+    buffered_touches: bool,
+) -> list[Goal]:
+    """Every goal this run measured the figures of (others are left out).
+    ``buffered_touches``: the backend has a touch resolution, so a cold read would
+    commit were its touch not buffered (on ets_like every read writes in memory)."""
+    by_pair = {(r.case, r.baseline): r.summary.median for r in ratios}
+    by_name = {m.name: m.bytes for m in memory}
+    found: list[Goal] = []
+    cold = by_pair.get(("get cold", "peek"))
+    if cold is not None and buffered_touches:  # the goal of a read that would commit
+        found.append(Goal("cold get within 2x of peek", cold, 2.0, False, "x"))
+    for op in ("get hot", "create", "update"):
+        if (old := by_pair.get((f"{op}, {reference_label}", op))) is not None:
+            found.append(
+                Goal(f"{op} >= 1.5x faster than the {reference_label}", old, 1.5, True, "x")
+            )
+    live, idle = by_name.get("live session data"), by_name.get("hibernated session")
+    if live and idle is not None:
+        name = "hibernated session <= 10% of its live data (tracemalloc)"
+        found.append(Goal(name, idle / live, 0.10, False, "x"))
+    walks = [m for m in memory if m.name.startswith("ids() walk peak") and m.size is not None]
+    if walks:
+        largest = max(walks, key=lambda m: m.size or 0)
+        found.append(
+            Goal(
+                f"ids() walk peak, {largest.size:,} sessions, under 256 KiB",
+                largest.bytes / KIB,
+                256,
+                False,
+                "KiB",
+            )
+        )
+    sweeps = [r for r in ratios if r.case.startswith("expiry sweep")]
+    if sweeps:
+        last = sweeps[-1]
+        found.append(
+            Goal(
+                f"{last.case} within 1.5x of {last.baseline}, per session",
+                last.summary.median,
+                1.5,
+                False,
+                "x",
+            )
+        )
+    return found
