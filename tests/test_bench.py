@@ -273,3 +273,34 @@ def test_a_backend_without_a_profile_runs_the_manager_cases_alone() -> None:
     lmdb = profile_for("lmdb")
     assert lmdb.folder and lmdb.fast_fill == {"durability": "nosync"}
     assert lmdb.clone is not None and lmdb.raw is not None and not lmdb.heap
+
+
+def test_versus_runs_both_versions_alternately_and_pairs_them(tmp_path: Path) -> None:
+    # This interpreter stands in for the other version: both sides run the worker, each
+    # repetition gives one sample per side, and the goals compare whole code paths.
+    out = tmp_path / "versus.json"
+    result = CliRunner().invoke(
+        cli,
+        ["bench", "--quick", "--versus", sys.executable, "--json", str(out)],
+        terminal_width=200,
+    )
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(out.read_text(encoding="utf-8"))["backends"]
+    version = torpor.__version__
+    label = f"torpor {version} ({sys.executable})"
+    samples = {c["name"]: c["samples_us"] for c in report["cases"]}
+    for op in ("get hot", "create", "update"):
+        theirs, ours = samples[f"{op}, {label}"], samples[f"{op}, this torpor (worker)"]
+        assert len(theirs) == len(ours) == MIN_REPEATS and min(theirs + ours) > 0
+        ratio = next(
+            r for r in report["ratios"]
+            if r["case"] == f"{op}, {label}" and r["baseline"] == f"{op}, this torpor (worker)"
+        )  # fmt: skip
+        expected = statistics.median(a / b for a, b in zip(theirs, ours, strict=True))
+        assert ratio["median"] == pytest.approx(expected)
+        assert any(g["name"] == f"{op} >= 1.5x faster than {label}" for g in report["goals"])
+
+
+def test_versus_with_a_python_that_fails_is_a_clear_error() -> None:
+    result = CliRunner().invoke(cli, ["bench", "--quick", "--versus", "/nonexistent/python"])
+    assert result.exit_code != 0 and "--versus: could not run /nonexistent/python" in result.output

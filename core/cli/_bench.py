@@ -88,6 +88,15 @@ _SIZE = click.IntRange(min=1)
     help="Normal messages queued ahead of a priority receive. [100,000]",
 )
 @click.option(
+    "--versus",
+    metavar="PYTHON",
+    help=(
+        "Also run get/create/update under another Python's torpor (e.g. a venv with "
+        "torpor 0.1) and under this one, alternately, on the same workload; the "
+        "ets_like goals then compare whole code paths."
+    ),
+)
+@click.option(
     "--quick",
     is_flag=True,
     help="Small stores and short blocks: every case in seconds (figures too noisy to quote).",
@@ -146,6 +155,7 @@ def bench(
     cleanup_sizes: tuple[int, ...],
     check: bool,
     quick: bool,
+    versus: str | None,
     **sizes: Any,
 ) -> None:
     """Cost of every operation per backend (get hot and cold, peek, create, update,
@@ -163,13 +173,16 @@ def bench(
     console = Console()
     results = []
     for backend in backends:
-        result = run_backend(backend, options, given, console)
+        result = run_backend(backend, options, given, console, versus)
         print_result(console, result)
         results.append(result)
     if json_path is not None:
         from torpor.cli.bench._json import write_json
 
-        command = {"backends": list(backends), "options": options, "quick": quick, **given}
+        command = {
+            "backends": list(backends), "options": options, "quick": quick, "versus": versus,
+            **given,
+        }  # fmt: skip
         write_json(json_path, results, command)
         console.print(f"every sample: {escape(str(json_path))}")
     if plot_path is not None:

@@ -36,6 +36,7 @@ def goals(
     reference_label: str,
     *,
     buffered_touches: bool,
+    versus_label: str = "",
 ) -> list[Goal]:
     """Every goal this run measured the figures of (others are left out).
     ``buffered_touches``: the backend has a touch resolution, so a cold read would
@@ -47,6 +48,9 @@ def goals(
     if cold is not None and buffered_touches:  # the goal of a read that would commit
         found.append(Goal("cold get within 2x of peek", cold, 2.0, False, "x"))
     for op in ("get hot", "create", "update"):
+        whole = by_pair.get((f"{op}, {versus_label}", f"{op}, this torpor (worker)"))
+        if versus_label and whole is not None:  # the whole old code path (_versus)
+            found.append(Goal(f"{op} >= 1.5x faster than {versus_label}", whole, 1.5, True, "x"))
         if (old := by_pair.get((f"{op}, {reference_label}", op))) is not None:
             found.append(
                 Goal(f"{op} >= 1.5x faster than the {reference_label}", old, 1.5, True, "x")

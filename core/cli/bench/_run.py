@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+import click
 from rich.console import Console
 from rich.progress import Progress
 
@@ -17,6 +18,7 @@ from torpor.cli.bench._profiles import Profile, profile_for
 from torpor.cli.bench._runner import Case, RatioResult, Summary, ratios, run_interleaved
 from torpor.cli.bench._scaling import scaling_blocks
 from torpor.cli.bench._settings import Settings
+from torpor.cli.bench._versus import versus_block
 
 __all__ = ["BackendResult", "run_backend", "settings_for"]
 
@@ -52,15 +54,28 @@ def settings_for(profile: Profile, given: Mapping[str, object]) -> Settings:
 
 
 def run_backend(
-    backend: str, options: Mapping[str, str], given: Mapping[str, object], console: Console
+    backend: str,
+    options: Mapping[str, str],
+    given: Mapping[str, object],
+    console: Console,
+    versus: str | None = None,
 ) -> BackendResult:
+    """``versus``: another Python whose torpor runs the same workload (``_versus``)."""
     profile = profile_for(backend)
     settings = settings_for(profile, given)
     memory: list[MemoryFigure] = []
+    versus_label = ""
     with ExitStack() as stack:
         ctx = Context(backend, options, settings, profile, stack, console)
         with console.status(f"{backend}: preparing the stores"):
             blocks = manager_blocks(ctx) + scaling_blocks(ctx, memory)
+            if versus is not None:
+                if profile.folder:
+                    raise click.ClickException(
+                        f"--versus runs stores that need no options; {backend} needs a folder"
+                    )
+                block, versus_label = versus_block(backend, versus, settings, stack)
+                blocks.append(block)
         with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
             task = bar.add_task(f"{backend}: repetitions", total=settings.repeats)
             samples = run_interleaved(
@@ -84,6 +99,7 @@ def run_backend(
                 memory,
                 profile.reference_label,
                 buffered_touches=FLUSH_SHARE in samples,
+                versus_label=versus_label,
             )
         ),
     )
