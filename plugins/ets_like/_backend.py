@@ -105,18 +105,18 @@ class EtsLikeBackend:
         return None if entry is None else entry.record
 
     def torpor_store(self, record: Record) -> None:
-        held = self._entries.get(record.id)
-        kept = None if held is None or type(held.held) is not Record else held.held.payload
-        record = _at_rest(record, kept)
+        entry = self._entries.get(record.id)
+        held = None if entry is None else entry.held
+        record = _at_rest(record, held.payload if type(held) is Record else None)
         with self._lock:
-            old = self._entries.get(record.id)
-            if old is None:
-                seq, key = self._order.add(record.id), record.id
-            else:
-                self._unindex(old)
-                seq, key = old.seq, old.key  # a rewrite keeps its place in the walk
-            entry = _Entry(record, seq, key)
-            self._entries[record.id] = entry
+            entry = self._entries.get(record.id)
+            if entry is None:
+                self._entries[record.id] = entry = _Entry(
+                    record, self._order.add(record.id), record.id
+                )
+            else:  # rewritten in place: it keeps its place in the walk
+                self._unindex(entry)
+                entry.record = record
             self._index(entry)
 
     def torpor_delete(self, session_id: str) -> bool:
