@@ -11,17 +11,22 @@ hibernation that completes the sample.
 Persistent and shared stores compress without a dictionary: a blob read by another
 process, or after a restart, must not name a dictionary only this process has.
 (Storing the dictionary in the store would lift that; it is not done yet.)
+
+The dictionary belongs to the store (the backend object), not to a manager: two
+managers opened on one backend object share it, and it stays readable for as long as
+the backend object lives (its blobs do too), whichever manager closes first.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Final
 
 from torpor import codec
 from torpor._capabilities import Capability
 
-__all__ = ["Compactor"]
+__all__ = ["Compactor", "compactor_for"]
 
 SAMPLES: Final = 256
 """Payloads collected before training; more gave no smaller blobs in our runs."""
@@ -34,11 +39,17 @@ class Compactor:
     """``compactor(payload) -> frame``: compress with the store's dictionary once
     there is one.  Thread-safe."""
 
-    def __init__(self, capabilities: frozenset[Capability]) -> None:
+    def __init__(self, capabilities: frozenset[Capability], owner: object = None) -> None:
         self._samples: list[bytes | bytearray | memoryview] | None = (
             [] if not capabilities & _SHARED else None
         )
         self._lock = threading.Lock()
+        # The backend object whose blobs need the dictionary, held weakly: the store
+        # must be collected when its managers are.
+        try:
+            self._owner: weakref.ref[object] | None = weakref.ref(owner)
+        except TypeError:
+            self._owner = None
         self.dictionary: codec.Dictionary | None = None
 
     def __call__(self, payload: bytes) -> bytes:
@@ -59,11 +70,27 @@ class Compactor:
                 return
             self._samples = None  # one attempt: data zstd cannot learn from stays so
             dictionary = codec.Dictionary.train(samples)
-            if dictionary is not None:
-                dictionary.register()
-                self.dictionary = dictionary
+            if dictionary is None:
+                return
+            dictionary.register()
+            self.dictionary = dictionary
+            # Forgotten with the store; a store we cannot watch keeps it (16 KiB).
+            owner = None if self._owner is None else self._owner()
+            if owner is not None:
+                weakref.finalize(owner, dictionary.unregister)
 
-    def close(self) -> None:
-        """Forget the dictionary: the store that held its blobs is closed."""
-        if self.dictionary is not None:
-            self.dictionary.unregister()
+
+_by_store: weakref.WeakKeyDictionary[object, Compactor] = weakref.WeakKeyDictionary()
+_by_store_lock = threading.Lock()
+
+
+def compactor_for(backend: object, capabilities: frozenset[Capability]) -> Compactor:
+    """The compactor of the store ``backend`` is: shared by its managers."""
+    with _by_store_lock:
+        try:
+            found = _by_store.get(backend)
+            if found is None:
+                found = _by_store[backend] = Compactor(capabilities, backend)
+        except TypeError:  # not weakly referable, or not hashable: one per manager
+            return Compactor(capabilities, backend)
+    return found

@@ -25,7 +25,7 @@ from torpor import codec
 from torpor._binding import Binding, make_plugin_manager
 from torpor._capabilities import BackendStats, Capability, Stats
 from torpor._clock import Clock, system_clock
-from torpor._compaction import Compactor
+from torpor._compaction import compactor_for
 from torpor._decisions import (
     MISSING,
     Change,
@@ -100,6 +100,9 @@ def _gated(method: F) -> F:
         gate = self._gate
         gate.enter()
         try:
+            touches = self._touches
+            if touches is not None and touches.overdue(self._clock()):
+                self._flush_quietly()  # the flusher is held up: this call writes them
             return method(self, *args, **kwargs)
         finally:
             gate.exit()
@@ -148,19 +151,24 @@ class Manager:
         self._close_done = threading.Event()
         self._damage = DamageLog()
         self._touches: TouchBuffer | None = None
+        self._sweeper: Sweeper | None = None
+        self._flusher: Sweeper | None = None
         try:
             self._pm = make_plugin_manager(backend, plugins)
             self._b = Binding(self._pm, backend, fast_path=options["fast_path"])
             self._b.call_all("torpor_open", clock=self._clock, options=dict(self._options))
             self._touch_resolution = self._resolution(options["touch_resolution_ms"])
-            # Only where a touch would be its own write (a resolution > 0): see _touches.
-            self._touches = (
-                TouchBuffer(
-                    self._b, self._touch_resolution, self._batch, self._clock, self._hibernate_after
+            # Only where a touch would be its own write (a resolution > 0), and where a
+            # thread writes them while the manager is quiet: see _touches.
+            if self._touch_resolution and options["sweeper"]:
+                self._touches = TouchBuffer(
+                    self._b,
+                    self._touch_resolution,
+                    self._batch,
+                    self._clock,
+                    self._hibernate_after,
+                    self._max_bytes,
                 )
-                if self._touch_resolution
-                else None
-            )
             native_mailbox = self._b.mailbox() if self._b.mailbox is not None else None
             # Callbacks hold the manager weakly: no reference cycle, so a manager dropped
             # without close() is collected (and warns) at once, not at the next GC.
@@ -168,7 +176,7 @@ class Manager:
                 LocalMailbox(_weakly(self._incarnation_of)) if native_mailbox is None else None
             )
             self._mailbox: Mailbox = native_mailbox or self._local  # type: ignore[assignment]
-            self._compactor = Compactor(self._b.capabilities)
+            self._compactor = compactor_for(backend, self._b.capabilities)
             self._sweeps = Sweeps(
                 self._b,
                 self._batch,
@@ -177,8 +185,22 @@ class Manager:
                 _weakly(self._end_mail),
                 self._max_bytes,
                 self._compactor,
+                self._seen,
             )
             self._sweeper = self._start_sweeper(options)
+            self._flusher = (
+                None
+                if self._touches is None
+                else Sweeper(
+                    [
+                        (
+                            "touches",
+                            max(0.05, self._touches.interval_ms / 1000),
+                            weakref.WeakMethod(self._flush_due),
+                        )
+                    ]
+                )
+            )
         except BaseException:
             self._release_after_failed_open(backend)
             raise
@@ -214,9 +236,6 @@ class Manager:
         if options["cleanup_interval_ms"] is not None:
             every = max(0.05, options["cleanup_interval_ms"] / 1000)
             jobs.append(("expiry", every, weakref.WeakMethod(self._sweep_expiry)))
-        if self._touches is not None:
-            every = max(0.05, self._touches.interval_ms / 1000)
-            jobs.append(("touches", every, weakref.WeakMethod(self._flush_touches)))
         return Sweeper(jobs) if options["sweeper"] and jobs else None
 
     # -- properties --------------------------------------------------------------
@@ -323,10 +342,29 @@ class Manager:
         if self._local is not None:
             self._local.end(sid, None if gone is None else gone.incarnation, removal)
 
+    def _seen(self, record: Record | None) -> Record | None:
+        """``record`` with this manager's buffered touch laid over it (see _touches)."""
+        return record if self._touches is None else self._touches.seen(record)
+
+    def _fetched(
+        self, sid: str, read: Callable[[object, str], Record | None] = as_record
+    ) -> tuple[Record | None, Record | None]:
+        """(the record as stored, as this manager sees it).  Fetched again if a flush
+        committed meanwhile: its touch may have left the buffer before the fetch saw
+        it stored."""
+        touches = self._touches
+        if touches is None:
+            record = read(self._b.fetch(sid), sid)
+            return record, record
+        while True:
+            generation = touches.generation
+            stored = read(self._b.fetch(sid), sid)
+            seen = touches.seen(stored)
+            if touches.generation == generation:
+                return stored, seen
+
     def _live(self, sid: str) -> Record | None:
-        record = as_record(self._b.fetch(sid), sid)
-        if self._touches is not None:
-            record = self._touches.seen(record)
+        record = self._fetched(sid)[1]
         return None if record is None or record.is_expired(self._clock()) else record
 
     def _incarnation_of(self, sid: str) -> int | None:
@@ -373,19 +411,20 @@ class Manager:
         now = self._clock()
         limit = self._max_bytes
         touches = self._touches
-        if touches is not None:
-            if touches.overdue(now):  # no sweeper wrote them in time: this read does
-                self._flush_quietly()
+        if self._touch_resolution:
             # Coalesced touch: a read that would only move last_accessed by less than
             # the resolution does not write (see torpor_touch_resolution_ms), and one
             # that would is buffered when it safely can be (see _touches).
-            stored = as_record(self._b.fetch(sid), sid)
-            record = touches.seen(stored)
+            stored, record = self._fetched(sid)
             if record is None or stored is None:
                 return None
             if not needs_write(record, now, self._touch_resolution):
                 return record.to_session(limit)
-            if not record.is_expired(now) and touches.may_defer(stored, now):
+            if (
+                touches is not None
+                and not record.is_expired(now)
+                and touches.may_defer(stored, now)
+            ):
                 # Decoded first: a damaged record raises and nothing is buffered.
                 session = record.touched(max(now, record.last_accessed)).to_session(limit)
                 if touches.note(record, now):  # too many
@@ -417,11 +456,9 @@ class Manager:
         try:
             # Decodes the payload of a stored blob too, as len() and ids() do: a record
             # whose data is damaged is not a session for any of them.
-            record = intact(self._b.fetch(sid), sid, self._max_bytes)
+            record = self._fetched(sid, lambda value, key: intact(value, key, self._max_bytes))[1]
         except SerializationError:
             return False
-        if self._touches is not None:
-            record = self._touches.seen(record)
         return record is not None and not record.is_expired(self._clock())
 
     @_gated
@@ -690,13 +727,13 @@ class Manager:
         if threshold is None:
             raise ConfigError("no threshold: pass threshold_ms or set hibernate_after_ms")
         threshold = _timeout(threshold, "threshold_ms") or 0
-        self._flush_touches()
+        self._flush_quietly()
         return self._sweeps.hibernate(self._clock() - threshold, self._stopped).count
 
     @_gated
     def cleanup_expired(self) -> int:
         """Remove every expired session; return how many."""
-        self._flush_touches()
+        self._flush_quietly()
         return self._sweeps.expire(self._clock(), self._stopped).count
 
     @_gated
@@ -706,13 +743,18 @@ class Manager:
         an orderly ``close()`` do this on their own."""
         return self._flush_touches()
 
-    def _flush_touches(self, stop: StopFlag | None = None) -> int:
-        if self._touches is None or (stop is not None and stop()):
-            return 0
-        return self._touches.flush()
+    def _flush_touches(self) -> int:
+        return 0 if self._touches is None else self._touches.flush()
+
+    def _flush_due(self, stop: StopFlag) -> None:
+        """The flusher's job (see _touches)."""
+        touches = self._touches
+        if touches is not None and not stop() and touches.due(self._clock()):
+            touches.flush()
 
     def _flush_quietly(self) -> None:
-        """A flush on a read's path: the read is answered whatever it meets."""
+        """A flush on another call's path: that call goes on whatever it meets (a
+        failed flush keeps its touches for the next one)."""
         try:
             self._flush_touches()
         except TorporError:
@@ -729,12 +771,12 @@ class Manager:
 
     def _sweep_hibernation(self, stop: StopFlag) -> None:
         if self._hibernate_after is not None and not stop():
-            self._flush_touches(stop)
+            self._flush_quietly()
             self._sweeps.hibernate(self._clock() - self._hibernate_after, stop)
 
     def _sweep_expiry(self, stop: StopFlag) -> None:
         if not stop():
-            self._flush_touches(stop)
+            self._flush_quietly()
             self._sweeps.expire(self._clock(), stop)
 
     # -- mailbox -------------------------------------------------------------------
@@ -845,15 +887,17 @@ class Manager:
         self._gate.refuse_reentry()  # from an update function it would wait for itself
         if urgent:
             self._abort = True  # also hurries an orderly close already under way
-            if self._sweeper is not None:
-                self._sweeper.hurry()
+            for thread in (self._sweeper, self._flusher):
+                if thread is not None:
+                    thread.hurry()
         if not self._gate.begin_close():
             self._close_done.wait()  # another thread is closing: return once it is done
             return
         try:
             self._mailbox.close()
-            if self._sweeper is not None:
-                self._sweeper.stop(urgent=urgent)
+            for thread in (self._sweeper, self._flusher):
+                if thread is not None:
+                    thread.stop(urgent=urgent)
             if not self._gate.drain(_ORDERLY_DRAIN_S, _URGENT_DRAIN_S, self._stopped):
                 # Whatever is still in flight now aborts before it commits.
                 self._abort = True
@@ -865,7 +909,6 @@ class Manager:
                     log.warning("torpor: buffered touches lost at close", exc_info=True)
         finally:
             self._b.call_all("torpor_close", urgent=self._abort)
-            self._compactor.close()
             self._close_done.set()
 
     def __enter__(self) -> Manager:

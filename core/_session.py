@@ -90,6 +90,10 @@ class _LazySession(Session):
     def data(self, value: dict[str, Any]) -> None:
         _set_data(self, value)  # dataclasses.replace() builds one through __init__
 
+    def __repr__(self) -> str:
+        # The dataclass's repr names the class: a session is a Session to its reader.
+        return "Session" + Session.__repr__(self)[len("_LazySession") :]
+
 
 # Building a Session is on every read.  A frozen dataclass's __init__ goes through
 # object.__setattr__ per field (0.8 µs); setting the slots through their descriptors

@@ -55,9 +55,13 @@ class Sweeps:
         removed: Removed,
         limit: int,
         compress: Callable[[bytes], bytes],
+        seen: Callable[[Record | None], Record | None],
     ) -> None:
         self._limit = limit
         self._compress = compress
+        # The manager's buffered touches (torpor._touches), laid over each record a
+        # pass decides on: a session read during the pass is not idle or expired.
+        self._seen = seen
         self._b = binding
         self._batch = batch_size
         self._emit = emit
@@ -122,7 +126,7 @@ class Sweeps:
                     self._damage.note(sid, str(exc))
                 passed.add(sid)
                 return None
-            change = decide(record)
+            change = decide(self._seen(record))
             if change is None:
                 passed.add(sid)
             else:

@@ -71,3 +71,25 @@ def test_an_idle_chat_session_costs_under_a_tenth_of_its_live_size() -> None:
     assert hibernated <= 0.10 * live, (hibernated, live)
     active, _, _ = _store_cost(500, hibernate=False)
     assert active <= 0.35 * live, (active, live)  # encoded bytes at rest, not live dicts
+
+
+def test_a_store_and_its_dictionary_go_when_its_managers_are_dropped() -> None:
+    import weakref
+
+    from torpor import _compaction
+    from torpor.plugins.ets_like import EtsLikeBackend
+
+    clock = torpor.ManualClock()
+    backend = EtsLikeBackend()
+    with torpor.open(backend, clock=clock, sweeper=False, hibernate_after_ms=None) as mgr:
+        for i in range(SAMPLES + 10):
+            mgr.create({"n": i, "text": "chat " * (i % 7)})
+        clock.advance(60_000)
+        mgr.hibernate_idle(1000)
+        dictionary = _compaction.compactor_for(backend, mgr.capabilities).dictionary
+        assert dictionary is not None and codec._dictionaries.get(dictionary.id) is dictionary
+    gone = weakref.ref(backend)
+    del backend, mgr
+    gc.collect()
+    assert gone() is None  # the compactor does not keep its store alive
+    assert dictionary.id not in codec._dictionaries

@@ -3,7 +3,11 @@ session expires, hibernates or changes wrongly because its touch waited.
 
 The LMDB environment's ``last_txnid`` counts write transactions: it is how these
 tests see whether a read wrote.  A second manager on the same path has no buffer of
-its own, so it sees the store as another process would.
+its own, so it sees the store as another process would.  Buffering needs the
+sweeper (a flusher thread writes the touches once the oldest is half a resolution
+old on the manager's clock), so the managers run one with its passes turned off;
+the ManualClock only moves when a test moves it, so the flusher acts only where a
+test lets it.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ RESOLUTION = 1000
 
 
 def _open(path: Path, clock: torpor.ManualClock, **options: Any) -> torpor.Manager:
-    options.setdefault("sweeper", False)
+    options.setdefault("sweeper", True)
     options.setdefault("hibernate_after_ms", None)
+    options.setdefault("cleanup_interval_ms", None)
     return torpor.open("lmdb", path=str(path), clock=clock, **options)
 
 
@@ -103,22 +108,33 @@ def test_a_read_near_expiry_or_hibernation_writes_through(
         assert stored.last_accessed == (s.last_accessed if buffered else clock())
 
 
-def test_overdue_touches_are_written_by_the_next_call_without_a_sweeper(
-    tmp_path: Path, clock: torpor.ManualClock
-) -> None:
+def test_overdue_touches_are_written_by_any_call(tmp_path: Path, clock: torpor.ManualClock) -> None:
+    # The flusher is held up (here: stopped); a whole resolution later the next call of
+    # any kind writes them before it runs.
     with _open(tmp_path, clock) as mgr, _open(tmp_path, clock) as other:
-        a, b = mgr.create({}), mgr.create({})
+        a = mgr.create({})
+        mgr._flusher.stop(urgent=True)  # type: ignore[union-attr]
         clock.advance(RESOLUTION)
         mgr.get(a.id)  # buffered at t
         first = clock()
         clock.advance(RESOLUTION - 1)
-        mgr.get(b.id)  # buffered too: not overdue yet
+        assert mgr.peek(a.id) is not None
         assert other.peek(a.id).last_accessed == a.last_accessed  # type: ignore[union-attr]
         clock.advance(1)
         before = _txnid(mgr)
-        mgr.get(b.id)  # the oldest is one interval old: this call writes both
+        assert len(mgr) == 1  # not a read of that session: any call
         assert _txnid(mgr) == before + 1
         assert other.peek(a.id).last_accessed == first  # type: ignore[union-attr]
+
+
+def test_without_a_sweeper_reads_write_through(tmp_path: Path, clock: torpor.ManualClock) -> None:
+    # Nothing would write buffered touches while the manager is quiet.
+    with _open(tmp_path, clock, sweeper=False) as mgr:
+        s = mgr.create({})
+        clock.advance(RESOLUTION)
+        before = _txnid(mgr)
+        assert mgr.get(s.id).last_accessed == clock()  # type: ignore[union-attr]
+        assert _txnid(mgr) == before + 1 and mgr._touches is None
 
 
 def test_too_many_pending_touches_are_written_at_once(
@@ -221,19 +237,19 @@ def test_orderly_close_writes_the_touches_and_urgent_close_drops_them(
             assert stored.last_accessed == (s.last_accessed if urgent else clock())
 
 
-def test_the_sweeper_writes_them_on_its_own(tmp_path: Path, clock: torpor.ManualClock) -> None:
-    with (
-        _open(tmp_path, clock, sweeper=True, cleanup_interval_ms=None) as mgr,
-        _open(tmp_path, clock) as other,
-    ):
-        assert mgr.sweeper is not None and "touches" in mgr.sweeper.jobs
+def test_the_flusher_writes_them_on_its_own(tmp_path: Path, clock: torpor.ManualClock) -> None:
+    with _open(tmp_path, clock) as mgr, _open(tmp_path, clock) as other:
+        flusher = mgr._flusher
+        assert flusher is not None and flusher.jobs == {"touches": RESOLUTION / 2000}
         s = mgr.create({})
         clock.advance(RESOLUTION)
+        read_at = clock()
         mgr.get(s.id)
-        passes = mgr.sweeper.passes
-        mgr.sweeper.kick()
-        assert mgr.sweeper.wait_for_pass(passes)
-        assert other.peek(s.id).last_accessed == clock()  # type: ignore[union-attr]
+        clock.advance(RESOLUTION // 2)  # the oldest is an interval old: due
+        passes = flusher.passes
+        flusher.kick()
+        assert flusher.wait_for_pass(passes)
+        assert other.peek(s.id).last_accessed == read_at  # type: ignore[union-attr]
 
 
 def test_exact_touches_when_the_resolution_is_zero(
