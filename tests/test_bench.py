@@ -111,12 +111,15 @@ def test_a_block_must_give_one_sample_per_case() -> None:
 
 def test_goals_are_read_off_ratios_and_memory() -> None:
     samples = {
-        "get cold": [3.0, 3.0, 3.0],
+        "get cold: the read alone": [3.0, 3.0, 3.0],
         "peek": [1.0, 1.0, 1.0],
         "create, 0.1 path": [2.0, 2.0, 2.0],
         "create": [1.0, 1.0, 1.0],
     }
-    cases = [Case("get cold", baselines=("peek",)), Case("create, 0.1 path", baselines=("create",))]
+    cases = [
+        Case("get cold: the read alone", baselines=("peek",)),
+        Case("create, 0.1 path", baselines=("create",)),
+    ]
     memory = [
         MemoryFigure("live session data", 10_000, ""),
         MemoryFigure("hibernated session", 900, ""),
@@ -125,7 +128,7 @@ def test_goals_are_read_off_ratios_and_memory() -> None:
     ]
     measured = ratios(cases, samples)
     found = {g.name: g for g in goals(measured, memory, "0.1 path", buffered_touches=True)}
-    assert not found["cold get within 2x of peek"].met  # 3x
+    assert not found["cold get (the read) within 2x of peek"].met  # 3x
     assert found["create >= 1.5x faster than the 0.1 path"].met  # 2x
     assert found["hibernated session <= 10% of its live data (tracemalloc)"].met  # 9%
     # The largest store's walk is the one judged.
@@ -133,7 +136,7 @@ def test_goals_are_read_off_ratios_and_memory() -> None:
     assert "get hot >= 1.5x faster than the 0.1 path" not in found  # not measured
     # Where every read writes (ets_like, in memory), no cold read is a commit saved.
     unbuffered = goals(measured, memory, "0.1 path", buffered_touches=False)
-    assert "cold get within 2x of peek" not in {g.name for g in unbuffered}
+    assert "cold get (the read) within 2x of peek" not in {g.name for g in unbuffered}
 
 
 # -- the raw engines and the 0.1 path ------------------------------------------------
@@ -216,7 +219,7 @@ def test_quick_run_reports_every_case_with_paired_ratios(backend: str, tmp_path:
     if backend == "ets_like":
         expected += ["get hot, 0.1 path", "create, 0.1 path", "update, 0.1 path"]
     else:  # lmdb buffers the touches of cold reads: their flush is shown on its own
-        expected.append("get cold: its flush() share")
+        expected += ["get cold: its flush() share", "get cold: the read alone"]
     assert set(expected) <= set(samples), set(expected) - set(samples)
     if backend == "ets_like":  # every read writes its touch: nothing is buffered
         assert "get cold: its flush() share" not in samples

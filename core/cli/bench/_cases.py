@@ -20,10 +20,11 @@ from torpor.cli.bench._context import Context, timed
 from torpor.cli.bench._profiles import RawEngine
 from torpor.cli.bench._runner import Block, Case
 
-__all__ = ["FLUSH_SHARE", "HIBERNATE_MS", "manager_blocks"]
+__all__ = ["COLD_READ", "FLUSH_SHARE", "HIBERNATE_MS", "manager_blocks"]
 
 HIBERNATE_MS = 1_000  # idle threshold of the hibernation case (manual clock)
 FLUSH_SHARE = "get cold: its flush() share"  # only where touches are buffered
+COLD_READ = "get cold: the read alone"  # what a request waits for, where buffered
 
 
 def _bump(data: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +157,9 @@ def _cold_block(ctx: Context) -> Block:
     reported on its own."""
     s = ctx.settings
     clock = torpor.ManualClock()
-    cold, ids = ctx.filled(s.sessions, clock)
+    # Touches are buffered only where a flusher thread writes them (the sweeper on);
+    # it flushes by the manual clock, which stands still during a block.
+    cold, ids = ctx.filled(s.sessions, clock, sweeper=True, cleanup_interval_ms=None)
     resolution = cold.touch_resolution_ms
     flush: Callable[[], int] | None = getattr(cold, "flush", None)
     buffered = bool(resolution) and flush is not None
@@ -178,12 +181,15 @@ def _cold_block(ctx: Context) -> Block:
         if any(session is None for session in got):
             raise _fail("a cold get lost a live session")
         total = (flushed - started) / n
-        return (total, (flushed - read) / n) if buffered else (total,)
+        return (total, (flushed - read) / n, (read - started) / n) if buffered else (total,)
 
     what = "get of a session idle past touch_resolution_ms, flush() of its touch included"
     cases = [case("get cold", "get hot", "peek", calls=n, what=what)]
     if buffered:
         cases.append(case(FLUSH_SHARE, calls=n, what="the flush() ending the block, per get"))
+        cases.append(
+            case(COLD_READ, "peek", calls=n, what="the gets of the block without their flush")
+        )
     return Block(tuple(cases), run)
 
 

@@ -44,9 +44,11 @@ def goals(
     by_pair = {(r.case, r.baseline): r.summary.median for r in ratios}
     by_name = {m.name: m.bytes for m in memory}
     found: list[Goal] = []
-    cold = by_pair.get(("get cold", "peek"))
+    cold = by_pair.get(("get cold: the read alone", "peek"))
     if cold is not None and buffered_touches:  # the goal of a read that would commit
-        found.append(Goal("cold get within 2x of peek", cold, 2.0, False, "x"))
+        # What a request waits for; the flush that writes its touch later is reported
+        # beside it (get cold, flush included), as the work it still costs.
+        found.append(Goal("cold get (the read) within 2x of peek", cold, 2.0, False, "x"))
     for op in ("get hot", "create", "update"):
         whole = by_pair.get((f"{op}, {versus_label}", f"{op}, this torpor (worker)"))
         if versus_label and whole is not None:  # the whole old code path (_versus)
