@@ -63,6 +63,12 @@ def _block(one: Case, run: Callable[[], float]) -> Block:
     return Block((one,), lambda: (run(),))
 
 
+def _raw_block(name: str, calls: int, what: str, op: Callable[[int], object]) -> Block:
+    """A raw engine's case: ``op`` over ``calls`` keys."""
+    keys = range(calls)
+    return _block(case(name, kind="raw engine", calls=calls, what=what), lambda: timed(op, keys))
+
+
 def _fail(message: str) -> click.ClickException:
     """A result that contradicts the contract is a torpor bug, never a figure."""
     return click.ClickException(f"bench: {message}")
@@ -96,18 +102,8 @@ def manager_blocks(ctx: Context) -> list[Block]:
         )
     )
     if raw is not None:
-        keys = range(n_read)
-        blocks.append(
-            _block(
-                case(
-                    f"get, {raw_name}",
-                    kind="raw engine",
-                    calls=n_read,
-                    what="the engine's read and torpor's decode_data",
-                ),
-                lambda: timed(raw.get, keys),
-            )
-        )
+        what = "the engine's read and torpor's decode_data"
+        blocks.append(_raw_block(f"get, {raw_name}", n_read, what, raw.get))
     via_pluggy = _Rotation(dispatched_ids)
     blocks.append(
         _block(
@@ -202,7 +198,6 @@ def _write_blocks(
 ) -> list[Block]:
     s = ctx.settings
     n = s.write_calls
-    keys = range(n)
     data = [s.data[i % len(s.data)] for i in range(n)]
     raw_name = "" if raw is None else raw.label
     rl = ctx.profile.reference_label
@@ -238,17 +233,8 @@ def _write_blocks(
 
     blocks = [_block(case("create", f"put, {raw_name}", calls=n), create)]
     if raw is not None:
-        blocks.append(
-            _block(
-                case(
-                    f"put, {raw_name}",
-                    kind="raw engine",
-                    calls=n,
-                    what="encode_data and a write of a new key",
-                ),
-                lambda: timed(raw.put, keys),
-            )
-        )
+        what = "encode_data and a write of a new key"
+        blocks.append(_raw_block(f"put, {raw_name}", n, what, raw.put))
     if reference is not None:
         ref, ref_ids = reference
         ref_created: list[str] = []
@@ -275,17 +261,8 @@ def _write_blocks(
         )
     )
     if raw is not None:
-        blocks.append(
-            _block(
-                case(
-                    f"update, {raw_name}",
-                    kind="raw engine",
-                    calls=n,
-                    what="read, decode, change one field, encode, write",
-                ),
-                lambda: timed(raw.update, keys),
-            )
-        )
+        what = "read, decode, change one field, encode, write"
+        blocks.append(_raw_block(f"update, {raw_name}", n, what, raw.update))
     if reference is not None:
         ref_updated = _Rotation(ref_ids)
 
