@@ -185,7 +185,7 @@ class Manager:
                 _weakly(self._end_mail),
                 self._max_bytes,
                 self._compactor,
-                self._seen,
+                _no_touches if self._touches is None else self._touches.seen,
             )
             self._sweeper = self._start_sweeper(options)
             self._flusher = (
@@ -937,6 +937,10 @@ class Manager:
             self.close(urgent=True)
         except Exception:  # pragma: no cover - nothing to report to at this point
             log.debug("closing a dropped manager failed", exc_info=True)
+
+
+def _no_touches(record: Record | None) -> Record | None:
+    return record
 
 
 def _weakly(method: Callable[..., T]) -> Callable[..., T]:

@@ -134,3 +134,52 @@ def test_a_backend_reads_every_state_a_session_goes_through() -> None:
         mgr.update(s.id, lambda d: {**d, "team": "red"})
         mgr.set_timeout(s.id, None)
         assert backend.seen[s.id] == (start + 2000, None, False, {"team": "red"})
+
+
+# -- codec.envelope_fields: decode_envelope's fast path for the current format -----------
+def _v2(fields: list[Any], *, compressed: bool = False) -> bytes:
+    """A format-2 envelope around any ``fields`` (``codec`` would not write most)."""
+    return codec.MAGIC + bytes((2, 1 if compressed else 0)) + codec.encode_value(fields)
+
+
+GOOD_ENVELOPES = {
+    "active": live().blob,
+    "hibernated": live().compacted().blob,
+    "no timeout": live(timeout_ms=None).blob,
+    "extreme times": live(created_at=-(2**62) + 1, last_accessed=2**62 - 1).blob,
+    "long id": live(id="x" * 255).blob,
+}
+BAD_ENVELOPES = {
+    "foreign": b"not a record",
+    "empty": b"",
+    "magic only": b"TP\x02",
+    "truncated": live().blob[:-3],
+    "future format": b"TP\x09\x00" + live().blob[4:],
+    "version 0": _v2(["s", 1, 2, None, 0, False, 7, b"\x80"]),
+    "negative timeout": _v2(["s", 1, 2, -1, 1, False, 7, b"\x80"]),
+    "time out of range": _v2(["s", 1, 2**62, None, 1, False, 7, b"\x80"]),
+    "bool for an int": _v2(["s", True, 2, None, 1, False, 7, b"\x80"]),
+    "str payload": _v2(["s", 1, 2, None, 1, False, 7, "x"]),
+    "a field too many": _v2(["s", 1, 2, None, 1, False, 7, b"\x80", 0]),
+    "compressed but active": _v2(["s", 1, 2, None, 1, False, 7, b"\x80"], compressed=True),
+    "hibernated, not compressed": _v2(["s", 1, 2, None, 1, True, 7, b"\x80"]),
+}
+
+
+@pytest.mark.parametrize("blob", list(GOOD_ENVELOPES.values()), ids=list(GOOD_ENVELOPES))
+def test_envelope_fields_reads_what_decode_envelope_reads(blob: bytes) -> None:
+    meta, payload, _compressed = codec.decode_envelope(blob)
+    assert codec.envelope_fields(blob) == (meta, payload)
+    assert codec.envelope_fields(memoryview(blob)) == (meta, payload)
+
+
+@pytest.mark.parametrize("blob", list(BAD_ENVELOPES.values()), ids=list(BAD_ENVELOPES))
+def test_envelope_fields_refuses_what_decode_envelope_refuses(blob: bytes) -> None:
+    expect_raises(torpor.SerializationError, codec.decode_envelope, blob)
+    assert codec.envelope_fields(blob) is None
+
+
+def test_envelope_fields_leaves_the_older_format_to_decode_envelope() -> None:
+    v1 = b"TP\x01\x00" + codec.encode_value(["s", 1, 2, None, 1, False, b"\x80"])
+    assert codec.decode_envelope(v1)[0] == ("s", 1, 2, None, 1, False, 1)  # readable
+    assert codec.envelope_fields(v1) is None

@@ -4,7 +4,8 @@ The databases of a namespace and the marker that guards them are described in
 ``_layout.py``; what each write does inside its transaction in ``_store.py``; the
 mailbox in ``_mailbox.py``; the environment (sharing, map growth, fork, errors) in
 ``_env.py`` and ``_envs.py``; the ids walk, which checks records against a checksum
-in their metadata instead of decoding them, in ``_walk.py`` and ``_meta.py``.
+in their metadata instead of decoding them, in ``_walk.py`` and ``_meta.py``; touches
+written to the metadata alone, and how reads see them, in ``_touch.py``.
 
 Every hook is one LMDB transaction: a read, or a write with one commit (when the map
 must grow, the attempt that hit the limit is aborted and retried: still one commit).
@@ -39,13 +40,14 @@ from torpor.plugins.lmdb._index import entry_prefix
 from torpor.plugins.lmdb._layout import Dbs, field_key, open_layout, reopen_layout
 from torpor.plugins.lmdb._mailbox import LmdbMailbox
 from torpor.plugins.lmdb._store import Store, adopt
+from torpor.plugins.lmdb._touch import restamped
 from torpor.plugins.lmdb._walk import ids_page
 
 __all__ = ["LmdbBackend"]
 
 T = TypeVar("T")
 log = logging.getLogger("torpor")
-Pair = tuple[str | bytes, bytes]
+Pair = tuple[str | bytes, bytes | Record]
 _DEFAULT_LIMIT = 1 << 20  # max_session_bytes until torpor_open says otherwise
 
 
@@ -138,8 +140,11 @@ class LmdbBackend:
             release_env(shared)
 
     # -- required data hooks ---------------------------------------------------------
-    def torpor_fetch(self, session_id: str) -> bytes | None:
-        return self.shared.get(session_id.encode("utf-8"), self._dbs.sessions)
+    def torpor_fetch(self, session_id: str) -> bytes | Record | None:
+        key = session_id.encode("utf-8")
+        dbs = self._dbs
+        blob, raw = self.shared.get_pair(key, dbs.sessions, dbs.meta)
+        return None if blob is None else restamped(key, blob, raw)  # see _touch.py
 
     def torpor_store(self, record: Record) -> None:
         self._write([record.id], lambda txn: self._store.put(txn, record))
@@ -157,18 +162,16 @@ class LmdbBackend:
     # -- native hooks ----------------------------------------------------------------
     def torpor_transact(self, session_id: str, fn: TransactFn) -> None:
         key = session_id.encode("utf-8")
-        dbs = self._dbs
-        self._write(
-            [session_id], lambda txn: self._apply(txn, key, fn(txn.get(key, db=dbs.sessions)))
-        )
+        store = self._store
+        self._write([session_id], lambda txn: self._apply(txn, key, fn(store.value(txn, key))))
 
     def torpor_transact_batch(self, session_ids: Sequence[str], fn: BatchFn) -> None:
-        dbs = self._dbs
+        store = self._store
 
         def batch(txn: Txn) -> None:
             for sid in session_ids:
                 key = sid.encode("utf-8")
-                self._apply(txn, key, fn(sid, txn.get(key, db=dbs.sessions)))
+                self._apply(txn, key, fn(sid, store.value(txn, key)))
 
         # The ids come from torpor_idle_ids/torpor_expired_ids, which remembered the
         # stale and foreign index entries they passed over: this transaction (``_write``
@@ -176,6 +179,8 @@ class LmdbBackend:
         self._write(session_ids, batch)
 
     def torpor_iterate(self, cursor: Any, batch_size: int) -> tuple[list[Pair], Any]:
+        meta = self._dbs.meta
+
         def page(txn: Txn) -> tuple[list[Pair], bytes | None]:
             walk = txn.cursor(db=self._dbs.sessions)
             if cursor is None:
@@ -188,7 +193,7 @@ class LmdbBackend:
             last = None
             while more and len(items) < batch_size:
                 last = walk.key()
-                items.append((_key(last), walk.value()))
+                items.append((_key(last), restamped(last, walk.value(), txn.get(last, db=meta))))
                 more = walk.next()
             return items, (last if more else None)
 

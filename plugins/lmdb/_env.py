@@ -256,6 +256,27 @@ class SharedEnv:
         found: bytes | None = self._run(lambda txn: txn.get(key, db=db), write=False)
         return found
 
+    def get_pair(self, key: bytes, db: Db, other: Db) -> tuple[bytes | None, bytes | None]:
+        """:meth:`get` of ``key`` in two databases, from one snapshot (the second
+        value is read only if there is a first)."""
+        self._enter(True)
+        try:
+            with self.env.begin(db=db) as txn:
+                found = txn.get(key)
+                return found, (None if found is None else txn.get(key, db=other))
+        except (lmdb.MapResizedError, lmdb.ReadersFullError):
+            pass
+        except lmdb.Error as exc:
+            raise translate(exc) from exc
+        finally:
+            self.gate.exit(True)
+
+        def both(txn: Txn) -> tuple[bytes | None, bytes | None]:
+            found = txn.get(key, db=db)
+            return found, (None if found is None else txn.get(key, db=other))
+
+        return self._run(both, write=False)
+
     def read(self, body: Callable[[Txn], T], *, buffers: bool = False) -> T:
         """Run ``body`` in a read transaction.  With ``buffers`` its values and keys are
         memoryviews into the map, valid only until the transaction ends or the cursor

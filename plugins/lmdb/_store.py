@@ -7,6 +7,11 @@ the one transaction of the hook that makes it, so they can never disagree:
   indexes, and (only when the data may have changed: a new version *or* a new
   incarnation) its field index entries.  Touches, wakes and hibernation keep the
   version and the incarnation, so they never decode the data.
+* a **touch** (a store that moves only ``last_accessed`` on, over a record its
+  metadata vouches for) writes the metadata and the idle and expiry entries, not the
+  record: see ``_touch.py``.  The record keeps the time of its last data write; the
+  metadata, flagged ``TOUCHED``, holds the newer one, and every read hands the manager
+  the record with it (:meth:`Store.value`).
 * a **removal** deletes all of that, without decoding the record's data (it may be
   damaged, or a foreign value with no metadata), and ends the incarnation: its mail
   is deleted (a prefix range: what it costs is that session's messages) and, for a
@@ -32,6 +37,10 @@ decoding error:
   damaged metadata entry is never taken for "another incarnation", which would
   discard the session's mail.  Its checksum (``_meta.py``) is written only for a
   record torpor vouches for, so a walk that trusts it never yields a damaged record.
+  Metadata whose checksum matches is right by construction, touch and all: neither
+  an index entry that only the envelope's older time calls for nor a pending repair
+  takes it back.  A touch held in metadata that no longer vouches is dropped, never
+  applied to a record that changed behind torpor's back.
 * *index entries* (idle, expiry, field index) that are foreign or stale (the session
   is gone or no longer matches them) are skipped by the reads that meet them, logged
   once, and deleted by the next write transaction of the backend (a sweep's own, if
@@ -60,15 +69,19 @@ from torpor.plugins.lmdb._meta import (
     META,
     META_V01,
     State,
+    clamp,
     decodes,
+    incarnation_bits,
     inflated_size,
     pack,
     parse,
     readable,
+    state_of,
     vouches,
 )
+from torpor.plugins.lmdb._touch import may_be_touch, restamped, touch_entry
 
-__all__ = ["META", "State", "Store", "adopt", "mail_prefix", "stamp"]
+__all__ = ["META", "State", "Store", "adopt", "incarnation_bits", "mail_prefix", "stamp"]
 
 log = logging.getLogger("torpor")
 
@@ -88,21 +101,12 @@ def stamp(ms: int) -> bytes:
     return _U64.pack(min(max(ms, 0), _MAX))
 
 
-def incarnation_bits(incarnation: int) -> int:
-    # torpor draws 63 bits; a 0.1 record's incarnation is its created_at.  Either fits.
-    return incarnation & _MAX
-
-
 def mail_prefix(key: bytes) -> bytes:
     return key + b"\x00"  # ids never contain NUL, so no id's prefix is another's
 
 
 def _tomb_id(key: bytes, incarnation: int) -> bytes:
     return key + b"\x00" + _U64.pack(incarnation)
-
-
-def _clamp(value: int) -> int:
-    return min(max(value, 0), _MAX)
 
 
 def _envelope(key: bytes, blob: bytes | None) -> Record | None:
@@ -115,19 +119,6 @@ def _envelope(key: bytes, blob: bytes | None) -> Record | None:
     except SerializationError:
         return None
     return record if record.id.encode("utf-8", "surrogatepass") == key else None
-
-
-def _state_of(record: Record) -> State:
-    timeout = record.timeout_ms
-    flags = (HIBERNATED if record.hibernated else 0) | (0 if timeout is None else EXPIRES)
-    expires = 0 if timeout is None else _clamp(record.last_accessed + timeout)
-    return State(
-        _clamp(record.last_accessed),
-        expires,
-        _clamp(record.version),
-        flags,
-        incarnation_bits(record.incarnation),
-    )
 
 
 def _blob_incarnation(key: bytes, blob: bytes | None) -> int | None:
@@ -219,7 +210,13 @@ class Store:
     def envelope_state(self, txn: Txn, key: bytes) -> State | None:
         """The state the stored record's envelope gives (None: no intact record)."""
         record = _envelope(key, txn.get(key, db=self.dbs.sessions))
-        return None if record is None else _state_of(record)
+        return None if record is None else state_of(record)
+
+    def value(self, txn: Txn, key: bytes) -> bytes | Record | None:
+        """What readers get for ``key``: the stored record, carrying a touch its
+        metadata holds and vouches for (``_touch.py``)."""
+        blob = txn.get(key, db=self.dbs.sessions)
+        return None if blob is None else restamped(key, blob, txn.get(key, db=self.dbs.meta))
 
     def incarnation(self, txn: Txn, key: bytes) -> int | None:
         """The stored incarnation of ``key`` (as ``incarnation_bits``), None if none."""
@@ -266,7 +263,7 @@ class Store:
             stored = None
             if blob is not None:  # a value without metadata (foreign, or metadata lost)
                 found = _envelope(key, blob)
-                stored = None if found is None else _state_of(found)
+                stored = None if found is None else state_of(found)
                 if stored is not None:
                     self._untime(txn, key, stored)
                 if stored is None or stored.incarnation != incarnation:
@@ -274,6 +271,16 @@ class Store:
                     ended = True
         else:
             stored = self._meta(txn, key, old)
+            touch = (
+                touch_entry(key, txn.get(key, db=dbs.sessions), old, record)
+                if may_be_touch(stored, record)
+                else None
+            )
+            if touch is not None:  # only last_accessed moves: the record stays as it is
+                self._untime(txn, key, stored)
+                txn.put(key, touch[1], db=dbs.meta)
+                self._time(txn, key, touch[0])
+                return False
             self._untime(txn, key, stored)
             if stored.incarnation != incarnation:
                 # Metadata naming another incarnation may itself be wrong: the record's
@@ -285,7 +292,7 @@ class Store:
                 else:
                     self._end(txn, key, stored.incarnation, "expired")
                     ended = True
-        data_changed = ended or stored is None or stored.version != _clamp(record.version)
+        data_changed = ended or stored is None or stored.version != clamp(record.version)
         if data_changed:
             self._unindex(txn, key)
         # Vouched for (see _meta.py): data the manager encoded, or a touch, wake or
@@ -294,7 +301,7 @@ class Store:
         vouched = data_changed or self._vouched(txn, key, old) or decodes(record, self.limit)
         blob = record.blob
         txn.put(key, blob, db=dbs.sessions)
-        state = _state_of(record)
+        state = state_of(record)
         self._write_meta(txn, key, state, blob if vouched else None, inflated_size(record))
         if data_changed:  # touches and hibernation keep the data: no decoding for them
             self._index(txn, key, record)
@@ -334,8 +341,10 @@ class Store:
         record = _envelope(key, blob)
         if record is None:
             return
-        truth = _state_of(record)
+        truth = state_of(record)
         raw = txn.get(key, db=self.dbs.meta)
+        if raw is not None and blob is not None and vouches(raw, key, blob):
+            return  # written with this record (maybe touched since): it is right
         current = None if raw is None else parse(raw)
         if current == truth:
             return
@@ -399,11 +408,11 @@ class Store:
 
     def index_candidate(
         self, txn: Txn, entry: bytes, prefix_len: int
-    ) -> tuple[bytes, bytes] | None:
+    ) -> tuple[bytes, bytes | Record] | None:
         """The id a field index entry points to and its stored value, if there is one
         (else the entry is remembered for deletion)."""
         key = _entry_id(entry, prefix_len)
-        blob = None if key is None else txn.get(key, db=self.dbs.sessions)
+        blob = None if key is None else self.value(txn, key)
         if key is None or blob is None:
             self._note_litter("index", entry)
             return None
@@ -454,6 +463,8 @@ class Store:
         intact = raw is not None and readable(raw)
         if intact and _matches(which, entry, self._meta(txn, key, raw)):
             return key.decode("utf-8")
+        if raw is not None and self._vouched(txn, key, raw):
+            return None  # the metadata vouches for the record (and may hold a later touch)
         truth = self.envelope_state(txn, key)
         if truth is not None and _matches(which, entry, truth):
             if note:
@@ -484,13 +495,16 @@ class Store:
         if raw is None or len(raw) != META.size:
             return False
         blob = txn.get(key, db=self.dbs.sessions)
-        return blob is not None and vouches(raw, blob)
+        return blob is not None and vouches(raw, key, blob)
 
     def _write_meta(
         self, txn: Txn, key: bytes, state: State, vouched_blob: bytes | None, inflated: int
     ) -> None:
+        txn.put(key, pack(state, vouched_blob, inflated, key=key), db=self.dbs.meta)
+        self._time(txn, key, state)
+
+    def _time(self, txn: Txn, key: bytes, state: State) -> None:
         dbs = self.dbs
-        txn.put(key, pack(state, vouched_blob, inflated), db=dbs.meta)
         if not state.flags & HIBERNATED:
             txn.put(stamp(state.accessed) + key, b"", db=dbs.idle)
         if state.flags & EXPIRES:

@@ -7,7 +7,8 @@ keeps that walk's exactly-once guarantee, and records without metadata are met t
 The transaction is a buffer one: each record is read in place, as a memoryview into
 the map, and checked against the checksum in its metadata (``_meta.py``).  A match
 means the record is one torpor vouched for, so the metadata says whether it has
-expired, and nothing is decoded or copied but the id.  Anything else (no metadata,
+expired (by the latest touch, which may live in the metadata alone: ``_touch.py``),
+and nothing is decoded or copied but the id.  Anything else (no metadata,
 metadata without a checksum, a checksum that does not match, a hibernated payload
 larger than this manager's ``max_session_bytes``, an expiry time clamped at 0) is
 decoded as a walk of whole records would (``Record.of``, then its data), and skipped
@@ -23,6 +24,7 @@ from torpor.errors import SerializationError
 from torpor.plugins.lmdb._env import Txn
 from torpor.plugins.lmdb._layout import Dbs
 from torpor.plugins.lmdb._meta import EXPIRES, HIBERNATED, META, UNKNOWN_SIZE, vouches
+from torpor.plugins.lmdb._touch import restamped
 
 __all__ = ["ids_page"]
 
@@ -55,17 +57,18 @@ def ids_page(
 
 def _live(key: bytes, blob: Any, raw: Any, now_ms: int, limit: int) -> bool:
     """Whether the record ``blob`` under ``key`` is intact and unexpired at ``now_ms``."""
-    if raw is not None and vouches(raw, blob):
+    if raw is not None and vouches(raw, key, blob):
         _accessed, expires, _version, flags, _inc, inflated, _sum = META.unpack(raw)
         fits = not flags & HIBERNATED or 0 < inflated <= min(limit, UNKNOWN_SIZE - 1)
         if fits and not (flags & EXPIRES and expires == 0):  # 0 may be a clamped time
             return not flags & EXPIRES or now_ms <= expires
-    return _decoded_live(key, blob, now_ms, limit)
+    # Decoded as the manager would get it: with a touch the metadata vouches for.
+    return _decoded_live(key, restamped(key, bytes(blob), raw), now_ms, limit)
 
 
-def _decoded_live(key: bytes, blob: Any, now_ms: int, limit: int) -> bool:
+def _decoded_live(key: bytes, blob: bytes | Record, now_ms: int, limit: int) -> bool:
     try:
-        record = Record.of(bytes(blob), key.decode("utf-8"))
+        record = Record.of(blob, key.decode("utf-8"))
         record.session_data(limit)
     except (SerializationError, UnicodeDecodeError):
         return False
