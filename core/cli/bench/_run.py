@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-import click
 from rich.console import Console
 from rich.progress import Progress
 
@@ -69,11 +68,9 @@ def run_backend(
         ctx = Context(backend, options, settings, profile, stack, console)
         with console.status(f"{backend}: preparing the stores"):
             blocks = manager_blocks(ctx) + scaling_blocks(ctx, memory)
-            if versus is not None:
-                if profile.folder:
-                    raise click.ClickException(
-                        f"--versus runs stores that need no options; {backend} needs a folder"
-                    )
+            if versus is not None and profile.folder:
+                console.print(f"--versus: not run on {backend} (its stores need a folder)")
+            elif versus is not None:
                 block, versus_label = versus_block(backend, versus, settings, stack)
                 blocks.append(block)
         with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
