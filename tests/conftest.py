@@ -8,6 +8,9 @@ import pytest
 import torpor
 from tests.minimal_backend import MinimalBackend
 
+# Real Redis/Valkey servers (docs/testing.md).
+pytest_plugins = ["tests.servers.plugin"]
+
 OpenFn = Callable[..., torpor.Manager]
 
 
