@@ -41,7 +41,7 @@ from torpor.plugins.lmdb._layout import Dbs, field_key, open_layout, reopen_layo
 from torpor.plugins.lmdb._mailbox import LmdbMailbox
 from torpor.plugins.lmdb._store import Store, adopt
 from torpor.plugins.lmdb._touch import restamped
-from torpor.plugins.lmdb._walk import ids_page
+from torpor.plugins.lmdb._walk import ids_page, resume
 
 __all__ = ["LmdbBackend"]
 
@@ -183,12 +183,7 @@ class LmdbBackend:
 
         def page(txn: Txn) -> tuple[list[Pair], bytes | None]:
             walk = txn.cursor(db=self._dbs.sessions)
-            if cursor is None:
-                more = walk.first()
-            else:  # re-seek past the last key seen: no snapshot outlives a batch
-                more = walk.set_range(cursor)
-                if more and walk.key() == cursor:
-                    more = walk.next()
+            more = resume(walk, cursor)
             items: list[Pair] = []
             last = None
             while more and len(items) < batch_size:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import lmdb
+
 from torpor import Record
 from torpor.errors import SerializationError
 from torpor.plugins.lmdb._env import Txn
@@ -26,7 +28,19 @@ from torpor.plugins.lmdb._layout import Dbs
 from torpor.plugins.lmdb._meta import EXPIRES, HIBERNATED, META, UNKNOWN_SIZE, vouches
 from torpor.plugins.lmdb._touch import restamped
 
-__all__ = ["ids_page"]
+__all__ = ["ids_page", "resume"]
+
+
+def resume(walk: lmdb.Cursor, cursor: bytes | None) -> bool:
+    """Put ``walk`` on the first key after ``cursor`` (the last key a batch saw; None:
+    the first key).  Each batch seeks again in a transaction of its own, so no snapshot
+    outlives a batch.  False: no key is left."""
+    if cursor is None:
+        return bool(walk.first())
+    more = bool(walk.set_range(cursor))
+    if more and walk.key() == cursor:
+        more = bool(walk.next())
+    return more
 
 
 def ids_page(
@@ -36,12 +50,7 @@ def ids_page(
     the cursor to go on from (None: the walk is over).  ``txn`` is a buffer read
     transaction; nothing returned refers to it."""
     walk = txn.cursor(db=dbs.sessions)
-    if cursor is None:
-        more = walk.first()
-    else:  # re-seek past the last key seen: no snapshot outlives a batch
-        more = walk.set_range(cursor)
-        if more and walk.key() == cursor:
-            more = walk.next()
+    more = resume(walk, cursor)
     meta_db = dbs.meta
     ids: list[str | bytes] = []
     last = b""
