@@ -169,4 +169,30 @@ def test_counts_follow_expiry(kit: Kit) -> None:
     check_counts(mgr, Counts(2, 2, 0, 0, 2), live, "cleanup_expired()")
 
 
+def test_a_touch_written_later_moves_expiry_and_idleness_in_the_store(kit: Kit) -> None:
+    # With a touch resolution and the sweeper on, a cold read buffers its touch and the
+    # manager writes it later with transact_batch (docs/contract.md §10).  What the
+    # backend stores for it must move the session's expiry and idleness (its indexes)
+    # and change nothing else; walks read the store itself.
+    resolution = STEP_MS // 10
+    mgr = kit.open(
+        sweeper=True, hibernate_after_ms=None, cleanup_interval_ms=None,
+        touch_resolution_ms=resolution,
+    )  # fmt: skip
+    s = mgr.create({"n": [1, "ü"]}, timeout_ms=STEP_MS)
+    other = mgr.create({}, timeout_ms=STEP_MS)
+    kit.clock.advance(STEP_MS // 2)
+    read_at = kit.clock()
+    assert mgr.get(s.id).last_accessed == read_at  # type: ignore[union-attr]
+    assert mgr.flush() == 1
+    (stored,) = (x for x in mgr.sessions() if x.id == s.id)
+    assert (stored.last_accessed, stored.version, stored.data) == (read_at, 1, {"n": [1, "ü"]})
+    kit.clock.advance(STEP_MS // 2 + 1)  # past the created time's deadline, not the read's
+    assert mgr.hibernate_idle(STEP_MS // 2 + 2) == 1  # the other one only
+    assert mgr.cleanup_expired() == 1 and other.id not in mgr
+    assert sorted(mgr.ids()) == [s.id] and len(mgr) == 1
+    kit.clock.advance(STEP_MS // 2)
+    assert mgr.cleanup_expired() == 1 and len(mgr) == 0
+
+
 kit_module(globals(), "expiry")
