@@ -70,9 +70,8 @@ class Compactor:
                 return
             self._samples = None  # one attempt: data zstd cannot learn from stays so
             dictionary = codec.Dictionary.train(samples)
-            if dictionary is None:
+            if dictionary is None or not dictionary.register():
                 return
-            dictionary.register()
             self.dictionary = dictionary
             # Forgotten with the store; a store we cannot watch keeps it (16 KiB).
             owner = None if self._owner is None else self._owner()

@@ -101,7 +101,7 @@ def _gated(method: F) -> F:
         gate.enter()
         try:
             touches = self._touches
-            if touches is not None and touches.overdue(self._clock()):
+            if touches is not None and touches.overdue():
                 self._flush_quietly()  # the flusher is held up: this call writes them
             return method(self, *args, **kwargs)
         finally:
@@ -169,6 +169,9 @@ class Manager:
                     self._hibernate_after,
                     self._max_bytes,
                 )
+            # What this manager read counts: each decision lays its buffered touches
+            # over the stored record (see _touches).
+            self._overlay = _no_touches if self._touches is None else self._touches.seen
             native_mailbox = self._b.mailbox() if self._b.mailbox is not None else None
             # Callbacks hold the manager weakly: no reference cycle, so a manager dropped
             # without close() is collected (and warns) at once, not at the next GC.
@@ -185,7 +188,7 @@ class Manager:
                 _weakly(self._end_mail),
                 self._max_bytes,
                 self._compactor,
-                _no_touches if self._touches is None else self._touches.seen,
+                self._overlay,
             )
             self._sweeper = self._start_sweeper(options)
             self._flusher = (
@@ -303,14 +306,10 @@ class Manager:
     ) -> Outcome:
         """Run a decision in the backend's transaction; the last call's outcome."""
         last = _Last()
-
-        touches = self._touches
+        overlay = self._overlay
 
         def fn(current: object) -> Change:
-            record = as_record(current, sid)
-            if touches is not None:  # what this manager read counts: see _touches
-                record = touches.seen(record)
-            change, last.outcome = decide(record)
+            change, last.outcome = decide(overlay(as_record(current, sid)))
             self._refuse_if_aborted()
             return change
 
@@ -341,10 +340,6 @@ class Manager:
         (A backend's own mailbox did this in the removing transaction.)"""
         if self._local is not None:
             self._local.end(sid, None if gone is None else gone.incarnation, removal)
-
-    def _seen(self, record: Record | None) -> Record | None:
-        """``record`` with this manager's buffered touch laid over it (see _touches)."""
-        return record if self._touches is None else self._touches.seen(record)
 
     def _fetched(
         self, sid: str, read: Callable[[object, str], Record | None] = as_record
@@ -581,9 +576,7 @@ class Manager:
                 damaged[0] = True  # removable all the same, without decoding
                 last.outcome = MISSING
                 return removal
-            if self._touches is not None:  # read here since: not expired, deleted
-                record = self._touches.seen(record)
-            change, last.outcome = decide_remove(record, now, removal)
+            change, last.outcome = decide_remove(self._overlay(record), now, removal)
             self._refuse_if_aborted()
             return change
 
@@ -749,7 +742,7 @@ class Manager:
     def _flush_due(self, stop: StopFlag) -> None:
         """The flusher's job (see _touches)."""
         touches = self._touches
-        if touches is not None and not stop() and touches.due(self._clock()):
+        if touches is not None and not stop() and touches.due():
             touches.flush()
 
     def _flush_quietly(self) -> None:

@@ -44,7 +44,6 @@ read through instead.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import Final
@@ -55,8 +54,6 @@ from torpor._record import Record
 from torpor.errors import SerializationError
 
 __all__ = ["TouchBuffer"]
-
-log = logging.getLogger("torpor")
 
 _MAX_PENDING: Final = 65_536  # sessions; past it a call writes them (bounded memory)
 
@@ -128,17 +125,18 @@ class TouchBuffer:
                 self._oldest = now
             return len(self._pending) > _MAX_PENDING
 
-    def due(self, now: int) -> bool:
+    def due(self) -> bool:
         """Whether the oldest buffered touch is an interval old (on the manager's
         clock, which tests drive): the flusher writes them then."""
         oldest = self._oldest
-        return oldest is not None and now - oldest >= self.interval_ms
+        return oldest is not None and self._clock() - oldest >= self.interval_ms
 
-    def overdue(self, now: int) -> bool:
+    def overdue(self) -> bool:
         """Whether the oldest buffered touch is a whole resolution old: the flusher
-        (every half of it) is held up, and the next call writes them."""
+        (every half of it) is held up, and the next call writes them.  Every call of
+        the manager asks: the clock is read only while touches wait."""
         oldest = self._oldest
-        return oldest is not None and now - oldest >= self.resolution_ms
+        return oldest is not None and self._clock() - oldest >= self.resolution_ms
 
     def flush(self) -> int:
         """Write the buffered touches; returns how many records changed.  A failure

@@ -227,19 +227,21 @@ class Dictionary:
         # A random id, not zstd's hash of the content: two stores that trained on the
         # same sessions still register two dictionaries, and closing one keeps the other.
         dict_id = secrets.randbits(31) | 1
-        while dict_id in _dictionaries:
-            dict_id = secrets.randbits(31) | 1
         try:
             return cls(zstandard.train_dictionary(size, samples, dict_id=dict_id))
         except zstandard.ZstdError:
             return None
 
-    def register(self) -> None:
-        _dictionaries.setdefault(self.id, self)
+    def register(self) -> bool:
+        """Make frames naming this dictionary readable in this process.  False if
+        another dictionary holds its id (a 31-bit draw): then it must not be used."""
+        with _registry:
+            return _dictionaries.setdefault(self.id, self) is self
 
     def unregister(self) -> None:
-        if _dictionaries.get(self.id) is self:
-            del _dictionaries[self.id]
+        with _registry:
+            if _dictionaries.get(self.id) is self:
+                del _dictionaries[self.id]
 
     def compress(self, payload: bytes) -> bytes:
         """Like :func:`compress`, against this dictionary."""
@@ -260,6 +262,7 @@ class Dictionary:
 
 
 _dictionaries: dict[int, Dictionary] = {}
+_registry = threading.Lock()
 
 
 def compressed_saving(payload: bytes) -> int:

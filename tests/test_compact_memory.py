@@ -93,3 +93,19 @@ def test_a_store_and_its_dictionary_go_when_its_managers_are_dropped() -> None:
     gc.collect()
     assert gone() is None  # the compactor does not keep its store alive
     assert dictionary.id not in codec._dictionaries
+
+
+def test_a_dictionary_whose_id_is_taken_is_not_registered() -> None:
+    samples: list[bytes | bytearray | memoryview] = [
+        codec.encode_value(chat_session(random.Random(i))) for i in range(SAMPLES)
+    ]
+    first = codec.Dictionary.train(samples)
+    assert first is not None and first.register()
+    try:
+        twin = codec.Dictionary(first.data)  # same id, another object
+        assert not twin.register() and codec._dictionaries[first.id] is first
+        twin.unregister()  # not its registration: the first stays readable
+        assert codec._dictionaries[first.id] is first
+    finally:
+        first.unregister()
+    assert first.id not in codec._dictionaries
