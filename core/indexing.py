@@ -59,7 +59,7 @@ import math
 import struct
 from typing import Any, Final
 
-__all__ = ["KEY_BYTES", "KEY_FORMAT", "MAX_DEPTH", "canonical_key"]
+__all__ = ["ENTRY_BYTES", "KEY_BYTES", "KEY_FORMAT", "MAX_DEPTH", "canonical_key", "index_entry"]
 
 KEY_BYTES: Final = 16
 """Length of every key :func:`canonical_key` returns."""
@@ -68,6 +68,9 @@ KEY_FORMAT: Final = "torpor.indexing/1"
 MAX_DEPTH: Final = 300
 """Containers nested deeper than this are refused (``ValueError``).  Stored data nests
 at most ``torpor.codec.MAX_DEPTH`` (256) deep, so no storable value reaches it."""
+
+ENTRY_BYTES: Final = 8 + KEY_BYTES
+"""Length of every entry :func:`index_entry` returns."""
 
 _LEN = struct.Struct(">Q")
 _FLOAT = struct.Struct(">d")
@@ -122,3 +125,12 @@ def _form(value: Any, depth: int) -> bytes:
         items = [_form(item, depth - 1) for item in value]
         return b"L" + _LEN.pack(len(items)) + b"".join(items)
     raise TypeError(f"{kind.__name__} is not a value a session can hold, so it has no index key")
+
+
+def index_entry(field: str, value: Any) -> bytes:
+    """Where ``data[field] == value`` is filed in an index: ``ENTRY_BYTES`` bytes, 8 of
+    BLAKE2b of the field name, then :func:`canonical_key` of the value.  Shared by the
+    backends that keep secondary indexes, so equal values find each other in all of
+    them; raises like :func:`canonical_key` for a value no session can hold."""
+    field_hash = hashlib.blake2b(field.encode("utf-8", "surrogatepass"), digest_size=8)
+    return field_hash.digest() + canonical_key(value)

@@ -10,27 +10,22 @@ the criteria, so it can never change a result.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Iterable
 from typing import Any, Final
 
-from torpor.indexing import KEY_BYTES, canonical_key
+from torpor.indexing import ENTRY_BYTES, index_entry
 
-__all__ = ["ENTRY_PREFIX", "entry_prefix", "field_hash", "join", "session_entries", "split"]
+__all__ = ["ENTRY_PREFIX", "entry_prefix", "join", "session_entries", "split"]
 
 _LEN = struct.Struct(">H")
-ENTRY_PREFIX: Final = 8 + KEY_BYTES  # bytes before the id: H(field) + canonical_key(value)
-
-
-def field_hash(field: str) -> bytes:
-    return hashlib.blake2b(field.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+ENTRY_PREFIX: Final = ENTRY_BYTES  # bytes before the id: torpor.indexing.index_entry
 
 
 def entry_prefix(field: str, value: Any) -> bytes:
     """The prefix of every entry for ``data[field] == value``.  ``TypeError`` or
     ``ValueError`` for a value no session can hold (it has no key)."""
-    return field_hash(field) + canonical_key(value)
+    return index_entry(field, value)
 
 
 def session_entries(fields: Iterable[str], data: dict[str, Any], key: bytes) -> list[bytes]:

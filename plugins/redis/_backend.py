@@ -1,31 +1,51 @@
-"""The redis backend: records and their indexes in one Redis namespace.
+"""The redis backend: records, their indexes and their mail in one Redis namespace.
 
-Key layout in ``_keys.py``; the server-side steps in ``_scripts.py``.  Reads are plain
-commands (GET, ZRANGE); every write is one script call that changes the record and
-all its index entries together.  ``torpor_transact`` is optimistic: read, run ``fn`` in
+Key layout in ``_keys.py`` (a namespace is split into buckets, one hash tag each); the
+server-side steps in ``_scripts.py``.  Reads are plain commands (GET, ZRANGE); every
+write is one script call that changes the records, their index entries and their mail
+together, inside one bucket.  ``torpor_transact`` is optimistic: read, run ``fn`` in
 Python, then compare-and-set against the SHA-1 of what was read, retrying (boundedly)
 when another process wrote in between; threads of this process queue on striped locks
 first, so they never make each other retry.
+
+A batch (``torpor_transact_batch``) is atomic within a bucket: on a Cluster, a batch
+over several buckets is decided whole (``fn`` runs for every id before anything is
+written, so an exception from it writes nothing), then committed bucket by bucket;
+another client may see one bucket's part before the next one's.
 """
 
 from __future__ import annotations
 
-import hashlib
+import heapq
+import itertools
 import random
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Final, cast
 
 import redis
+from redis.cluster import RedisCluster
 
-from torpor import BackendStats, Capability, Clock, Record, Removal
-from torpor.errors import BackendUnavailable, ManagerClosed
+from torpor import BackendStats, Capability, Clock, Record
+from torpor.errors import BackendUnavailable, ConfigError, ManagerClosed, SerializationError
 from torpor.hookspecs import BatchFn, TransactFn
+from torpor.indexing import index_entry
 from torpor.plugins.redis._config import check_server
 from torpor.plugins.redis._errors import translated
-from torpor.plugins.redis._keys import Keys
+from torpor.plugins.redis._items import (
+    GONE,
+    KEEP,
+    MAX_SCORE,
+    Item,
+    entries_of,
+    item,
+    member,
+    same_data,
+)
+from torpor.plugins.redis._keys import Bucket, Keys
 from torpor.plugins.redis._locks import StripedLocks
 from torpor.plugins.redis._scripts import Scripts
 
@@ -39,14 +59,21 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.NATIVE_ITERATION,
         Capability.NATIVE_HIBERNATION,
         Capability.NATIVE_EXPIRY,
+        Capability.SECONDARY_INDEX,
     }
 )
 """What every RedisBackend claims; also its factory's static metadata."""
 
+CLUSTER_BUCKETS: Final = 16
 _MAX_ATTEMPTS: Final = 200
-_MAX_SCORE: Final = 1 << 53  # doubles are exact up to here; later deadlines never come
 _IDS_BATCH: Final = 1000
+_DEFAULT_LIMIT: Final = 1 << 20  # max_session_bytes until torpor_open says otherwise
 Pair = tuple[str | bytes, bytes]
+Client = redis.Redis | RedisCluster
+
+
+class _StaleFields(Exception):
+    """A commit computed index entries for fields that changed meanwhile."""
 
 
 class RedisBackend:
@@ -56,41 +83,64 @@ class RedisBackend:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         *,
         namespace: str,
         where: str,
         owns_client: bool,
         touch_resolution_ms: int,
+        buckets: int | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+        blocking: Client | None = None,
     ) -> None:
-        self._where = where
+        self.where = where
         self._owns_client = owns_client
         self._touch_resolution = touch_resolution_ms
-        self._keys = Keys(namespace)
+        self._wait = (wait_replicas, wait_timeout_ms)
+        self._blocking = blocking
+        self._cluster = isinstance(client, RedisCluster)
         self._locks = StripedLocks()
         self._closing = threading.Lock()
+        self._fields_lock = threading.Lock()
+        self.limit = _DEFAULT_LIMIT
         with translated(where):
-            info = {**client.info("server"), **client.info("memory")}
-            check_server(info, where)
-            self._scripts = Scripts(client)
-        self._client: redis.Redis | None = client
+            for info in _infos(client, "server", "memory"):
+                check_server(info, where)
+            count = self._bucket_count(client, Keys(namespace), buckets)
+            self.keys = Keys(namespace, count)
+            self.scripts = Scripts(client)
+        # bucket index -> (fields version, indexed fields), as last read from it
+        self._fields: dict[int, tuple[str, tuple[str, ...]]] = {}
+        self._client: Client | None = client
 
     def __repr__(self) -> str:
-        return f"RedisBackend({self._where}, namespace={self._keys.namespace!r})"
+        return (
+            f"RedisBackend({self.where}, namespace={self.keys.namespace!r}, "
+            f"buckets={self.keys.count})"
+        )
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Client:
         client = self._client
         if client is None:
             raise ManagerClosed("this redis backend is closed; open a new manager")
         return client
+
+    def blocking_client(self) -> Client:
+        """The client a blocking pop may hold a connection of (its own pool)."""
+        self.client  # noqa: B018  (raises once closed)
+        return self._blocking if self._blocking is not None else self.client
+
+    def translated(self) -> AbstractContextManager[None]:
+        return translated(self.where)
 
     # -- lifecycle ---------------------------------------------------------------
     def torpor_capabilities(self) -> Iterable[Capability]:
         return CAPABILITIES
 
     def torpor_open(self, clock: Clock, options: Mapping[str, Any]) -> None:
-        """Nothing to prepare: the checks ran when the backend was built."""
+        self.limit = int(options.get("max_session_bytes") or _DEFAULT_LIMIT)
 
     def torpor_touch_resolution_ms(self) -> int:
         return self._touch_resolution
@@ -100,24 +150,35 @@ class RedisBackend:
         with self._closing:
             client, self._client = self._client, None
         if client is not None and self._owns_client:
-            client.close()
-            client.connection_pool.disconnect()
+            for owned in (client, self._blocking):
+                if owned is not None:
+                    owned.close()
 
     # -- required data hooks -----------------------------------------------------
     def torpor_fetch(self, session_id: str) -> bytes | None:
-        with translated(self._where):
-            value = self.client.get(self._keys.record(_member(session_id)))
+        with translated(self.where):
+            value = self.client.get(self.keys.record(member(session_id)))
         return cast("bytes | None", value)  # responses are bytes: decode_responses is off
 
     def torpor_store(self, record: Record) -> None:
-        self._commit([_item(record.id, None, record, unconditional=True)])
+        bucket = self.keys.bucket_of(member(record.id))
+        self._committing(
+            bucket,
+            lambda fields: [item(record.id, None, record, self._entries(fields, record),
+                                 unconditional=True)],
+        )  # fmt: skip
 
     def torpor_delete(self, session_id: str) -> bool:
-        return self._commit([_item(session_id, None, _GONE, unconditional=True)]) > 0
+        bucket = self.keys.bucket_of(member(session_id))
+        removed = self._committing(
+            bucket, lambda fields: [item(session_id, None, GONE, "", unconditional=True)]
+        )
+        return removed > 0
 
     def torpor_ids(self) -> Iterator[str | bytes]:
-        for batch in self._id_batches():
-            yield from (_key(m) for m in batch)
+        for bucket in self.keys.buckets:
+            for batch in self._id_batches(bucket):
+                yield from (_key(m) for m in batch)
 
     # -- native hooks ------------------------------------------------------------
     def torpor_transact(self, session_id: str, fn: TransactFn) -> None:
@@ -127,41 +188,92 @@ class RedisBackend:
         self._transact(session_ids, fn)
 
     def torpor_iterate(self, cursor: Any, batch_size: int) -> tuple[list[Pair], Any]:
-        start = b"-" if cursor is None else b"(" + cursor
-        keys = self._keys
-        with translated(self._where):
-            flat = self._scripts.call(
-                "page", [keys.ids], [start, str(batch_size), keys.record_prefix]
+        index, start = _resume(cursor)
+        bucket = self.keys.buckets[index]
+        with translated(self.where):
+            flat = self.scripts.call(
+                "page", [bucket.ids], [start, str(batch_size), bucket.record_prefix]
             )
         items: list[Pair] = []
-        for member, value in zip(flat[::2], flat[1::2], strict=True):
+        for key, value in zip(flat[::2], flat[1::2], strict=True):
             if value is not None:  # an id whose record a foreign writer removed
-                items.append((_key(member), value))
-        more = len(flat) // 2 >= batch_size
-        return items, (flat[-2] if more and flat else None)
+                items.append((_key(key), value))
+        last = flat[-2] if len(flat) // 2 >= batch_size and flat else None
+        return items, self._next(index, last)
+
+    def torpor_iterate_ids(
+        self, cursor: Any, batch_size: int, now_ms: int
+    ) -> tuple[list[str | bytes], Any]:
+        index, start = _resume(cursor)
+        bucket = self.keys.buckets[index]
+        with translated(self.where):
+            out = self.scripts.call(
+                "page_ids",
+                [bucket.ids, bucket.incarnations, bucket.expiry],
+                [start, str(batch_size), bucket.record_prefix, str(now_ms)],
+            )
+        return [_key(m) for m in out[1:]], self._next(index, out[0] or None)
 
     def torpor_idle_ids(self, cutoff_ms: int, limit: int) -> list[str]:
-        return self._below(self._keys.idle, cutoff_ms, limit)
+        return self._below("idle", cutoff_ms, limit)
 
     def torpor_expired_ids(self, now_ms: int, limit: int) -> list[str]:
-        return self._below(self._keys.expiry, now_ms, limit)
+        return self._below("expiry", now_ms, limit)
+
+    def torpor_find(self, criteria: Mapping[str, Any]) -> list[Pair] | None:
+        args: list[bytes | str] = []
+        for field, value in criteria.items():
+            try:
+                args += [field, index_entry(field, value).hex()]
+            except (TypeError, ValueError):
+                continue  # no session can hold such a value: let the manager compare
+        if not args:
+            return None
+        found: list[Pair] = []
+        with translated(self.where):
+            for bucket in self.keys.buckets:
+                out = self.scripts.call(
+                    "find", [bucket.fields], [bucket.prefix, bucket.record_prefix, *args]
+                )
+                if out[0] == 0:
+                    return None  # not (yet) indexed everywhere: the manager scans
+                found += [(_key(k), v) for k, v in zip(out[1::2], out[2::2], strict=True)]
+        return found
+
+    def torpor_create_index(self, field: str) -> None:
+        """Mark ``field`` in every bucket (writers index it from then on), backfill what
+        is stored, then mark it ready: ``find`` answers through it only once it is
+        ready in every bucket, and scans until then."""
+        with translated(self.where):
+            states = [self.client.hget(b.fields, field) for b in self.keys.buckets]
+            if all(s == b"ready" for s in states):
+                return
+            for bucket, state in zip(self.keys.buckets, states, strict=True):
+                if state is None:
+                    pipe = self.client.pipeline(transaction=True)
+                    pipe.hsetnx(bucket.fields, field, "building")
+                    pipe.hincrby(bucket.fields, "~version", 1)
+                    pipe.execute()
+            for bucket in self.keys.buckets:
+                self._backfill(bucket)
+                self.client.hset(bucket.fields, field, "ready")
 
     def torpor_stats(self) -> BackendStats:
         """The server's own accounting of this namespace's keys, a batch of pipelined
         MEMORY USAGE calls at a time (SAMPLES 0: every element of the index sets)."""
-        keys = self._keys
         total = 0
-        with translated(self._where):
-            pipe = self.client.pipeline(transaction=False)
-            for index in keys.indexes:
-                pipe.memory_usage(index, samples=0)
-            total += sum(n or 0 for n in pipe.execute())
-            for batch in self._id_batches():
+        with translated(self.where):
+            for bucket in self.keys.buckets:
                 pipe = self.client.pipeline(transaction=False)
-                for member in batch:
-                    pipe.memory_usage(keys.record(member), samples=0)
+                for index in bucket.indexes:
+                    pipe.memory_usage(index, samples=0)
                 total += sum(n or 0 for n in pipe.execute())
-            evicted = self.client.info("stats").get("evicted_keys", 0)
+                for batch in self._id_batches(bucket):
+                    pipe = self.client.pipeline(transaction=False)
+                    for key in batch:
+                        pipe.memory_usage(bucket.record(key), samples=0)
+                    total += sum(n or 0 for n in pipe.execute())
+            evicted = sum(int(i.get("evicted_keys", 0)) for i in _infos(self.client, "stats"))
         # An evicting server drops sessions silently: say so wherever figures are read.
         return BackendStats(
             total,
@@ -172,24 +284,54 @@ class RedisBackend:
     # -- the conformance kit -----------------------------------------------------
     def conformance_plant(self, key: bytes, value: bytes) -> None:
         """Write ``value`` as the record of ``key`` and list ``key`` among the ids, as a
-        foreign program writing into the namespace would: no idle or expiry entry."""
-        keys = self._keys
-        with translated(self._where):
+        foreign program writing into the namespace would: no idle, expiry or index
+        entry, and no incarnation."""
+        bucket = self.keys.bucket_of(key)
+        with translated(self.where):
             pipe = self.client.pipeline(transaction=True)
-            pipe.set(keys.record(key), value)
-            pipe.zadd(keys.ids, {key: 0})
+            pipe.set(bucket.record(key), value)
+            pipe.zadd(bucket.ids, {key: 0})
             pipe.execute()
 
     # -- internals ---------------------------------------------------------------
-    def _id_batches(self) -> Iterator[list[bytes]]:
-        """The id set in batches, one short ZRANGE BYLEX each (never KEYS)."""
+    def _bucket_count(self, client: Client, keys: Keys, wanted: int | None) -> int:
+        """The namespace's bucket count: stored at its first open, then fixed."""
+        if wanted is not None and wanted != 1 and not self._cluster:
+            raise ConfigError("redis buckets= other than 1 needs a Cluster (cluster=True)")
+        default = CLUSTER_BUCKETS if self._cluster else 1
+        client.hsetnx(keys.meta, "buckets", wanted or default)
+        stored = int(cast("bytes", client.hget(keys.meta, "buckets")))
+        if wanted is not None and stored != wanted:
+            raise ConfigError(
+                f"redis namespace {keys.namespace!r} was created with {stored} buckets; "
+                f"it cannot be opened with buckets={wanted} (every session would be "
+                "looked for in the wrong place)"
+            )
+        if stored != 1 and not self._cluster:
+            raise ConfigError(
+                f"redis namespace {keys.namespace!r} has {stored} buckets: open it on its "
+                "Cluster (cluster=True)"
+            )
+        return stored
+
+    def _next(self, index: int, last: bytes | None) -> tuple[int, bytes] | None:
+        """The cursor after a batch of bucket ``index`` that ended at ``last`` (None:
+        the bucket is done)."""
+        if last is not None:
+            return index, last
+        if index + 1 < self.keys.count:
+            return index + 1, b""
+        return None
+
+    def _id_batches(self, bucket: Bucket) -> Iterator[list[bytes]]:
+        """A bucket's id set in batches, one short ZRANGE BYLEX each (never KEYS)."""
         start = b"-"
         while True:
-            with translated(self._where):
+            with translated(self.where):
                 batch = cast(
                     "list[bytes]",
                     self.client.zrange(
-                        self._keys.ids, start, b"+", bylex=True, offset=0, num=_IDS_BATCH
+                        bucket.ids, start, b"+", bylex=True, offset=0, num=_IDS_BATCH
                     ),
                 )
             if batch:
@@ -198,87 +340,221 @@ class RedisBackend:
                 return
             start = b"(" + batch[-1]
 
-    def _below(self, index: bytes, bound: int, limit: int) -> list[str]:
+    def _below(self, index: str, bound: int, limit: int) -> list[str]:
+        """The ``limit`` lowest ids under ``bound`` in index ``index`` over every
+        bucket (one pipelined ZRANGE BYSCORE each, merged by score)."""
         if limit <= 0:
             return []
-        with translated(self._where):
-            found = cast(
-                "list[bytes]",
-                self.client.zrange(
-                    index, b"-inf", f"({min(bound, _MAX_SCORE)}", byscore=True, offset=0, num=limit
-                ),
-            )
-        return [m.decode("utf-8") for m in found]  # only stores index ids: all valid
+        high = f"({min(bound, MAX_SCORE)}"
+        buckets = self.keys.buckets
+        with translated(self.where):
+            if len(buckets) == 1:
+                found = cast("list[bytes]", self.client.zrange(
+                    getattr(buckets[0], index), b"-inf", high, byscore=True, offset=0, num=limit
+                ))  # fmt: skip
+                return [m.decode("utf-8") for m in found]  # only stores index ids: all valid
+            pipe = self.client.pipeline(transaction=False)
+            for bucket in buckets:
+                pipe.zrange(getattr(bucket, index), b"-inf", high, byscore=True,
+                            offset=0, num=limit, withscores=True)  # fmt: skip
+            replies = cast("list[list[tuple[bytes, float]]]", pipe.execute())
+        merged = heapq.merge(*replies, key=lambda pair: pair[1])
+        return [m.decode("utf-8") for m, _ in itertools.islice(merged, limit)]
 
     def _transact(self, session_ids: Sequence[str], fn: BatchFn) -> None:
-        keys = self._keys
-        records = [keys.record(_member(sid)) for sid in session_ids]
+        """Read, decide every id with ``fn``, then commit bucket by bucket; a bucket
+        that met a concurrent write is read and decided again.  ``fn`` runs for every
+        id before anything is committed, so an exception from it commits nothing."""
+        pending: dict[int, list[str]] = {}
+        for sid in session_ids:
+            pending.setdefault(self.keys.bucket_of(member(sid)).index, []).append(sid)
         with self._locks.holding(session_ids):
             for attempt in range(_MAX_ATTEMPTS):
-                with translated(self._where):
-                    values = cast(
-                        "list[bytes | None]", self.client.mget(records) if records else []
-                    )
-                items = []
-                for sid, value in zip(session_ids, values, strict=True):
-                    result = fn(sid, value)
-                    if result is not None:
-                        items.append(_item(sid, value, result))
-                if not items or self._commit(items, token=secrets.token_hex(12)) >= 0:
+                decisions = [(i, self._decide(self.keys.buckets[i], ids, fn))
+                             for i, ids in pending.items()]  # fmt: skip
+                for index, decided in decisions:
+                    bucket = self.keys.buckets[index]
+                    if (
+                        not decided
+                        or self._committing(
+                            bucket, self._items_of(decided), token=secrets.token_hex(12)
+                        )
+                        >= 0
+                    ):
+                        del pending[index]
+                if not pending:
                     return
                 # Another process wrote in between: back off a little, jittered, so
                 # that two writers do not collide again in lockstep.
                 time.sleep(random.uniform(0, min(0.001 * (attempt + 1), 0.05)))
         raise BackendUnavailable(
-            f"redis at {self._where}: {_MAX_ATTEMPTS} attempts at an atomic update of "
+            f"redis at {self.where}: {_MAX_ATTEMPTS} attempts at an atomic update of "
             f"{len(session_ids)} session(s) all met a concurrent write; try again"
         )
 
-    def _commit(self, items: list[tuple[bytes, list[bytes | str]]], token: str = "") -> int:
+    def _decide(
+        self, bucket: Bucket, session_ids: list[str], fn: BatchFn
+    ) -> list[tuple[str, bytes | None, object]]:
+        with translated(self.where):
+            values = self._mget([bucket.record(member(sid)) for sid in session_ids])
+        decided: list[tuple[str, bytes | None, object]] = []
+        for sid, value in zip(session_ids, values, strict=True):
+            result = fn(sid, value)
+            if result is not None:
+                decided.append((sid, value, result))
+        return decided
+
+    def _items_of(
+        self, decided: Sequence[tuple[str, bytes | None, object]]
+    ) -> Callable[[tuple[str, ...]], list[Item]]:
+        def items(fields: tuple[str, ...]) -> list[Item]:
+            return [
+                item(sid, value, result, self._entries(fields, result, value))
+                for sid, value, result in decided
+            ]
+
+        return items
+
+    def _mget(self, keys: list[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        if len(keys) == 1:
+            return [cast("bytes | None", self.client.get(keys[0]))]
+        return cast("list[bytes | None]", self.client.mget(keys))
+
+    def _entries(self, fields: tuple[str, ...], result: object, read: bytes | None = None) -> str:
+        if not isinstance(result, Record):
+            return ""
+        if not fields:
+            return ""
+        if same_data(read, result):
+            return KEEP
+        return entries_of(fields, result, self.limit)
+
+    def _committing(
+        self, bucket: Bucket, items: Callable[[tuple[str, ...]], list[Item]], token: str = ""
+    ) -> int:
+        """Commit ``items(fields)`` for the bucket's indexed fields, reading them again
+        and recomputing when ``create_index`` changed them meanwhile."""
+        for _ in range(_MAX_ATTEMPTS):
+            version, fields = self._fields_of(bucket)
+            try:
+                return self._commit(bucket, version, items(fields), token)
+            except _StaleFields:
+                with self._fields_lock:
+                    self._fields.pop(bucket.index, None)
+        raise BackendUnavailable(f"redis at {self.where}: indexed fields keep changing")
+
+    def _fields_of(self, bucket: Bucket) -> tuple[str, tuple[str, ...]]:
+        known = self._fields.get(bucket.index)
+        if known is not None:
+            return known
+        with translated(self.where):
+            raw = cast("dict[bytes, bytes]", self.client.hgetall(bucket.fields))
+        version = raw.pop(b"~version", b"0").decode()
+        known = (version, tuple(sorted(f.decode("utf-8", "surrogatepass") for f in raw)))
+        with self._fields_lock:
+            self._fields[bucket.index] = known
+        return known
+
+    def _commit(self, bucket: Bucket, version: str, items: list[Item], token: str) -> int:
         """Apply ``items`` in one step; the number of records removed, or -1 if one
         of them changed since it was read (nothing is applied then).  ``token`` makes
         a conditional commit safe to resend (see ``_scripts.py``)."""
-        keys = [
-            *self._keys.indexes,
-            self._keys.token(token),
-            *(self._keys.record(member) for member, _ in items),
-        ]
-        args = [token, *(arg for _, fields in items for arg in fields)]
-        with translated(self._where):
-            ok, removed = self._scripts.call("commit", keys, args)
-        return int(removed) if ok else -1
+        keys = [*bucket.indexes, bucket.token(token), *(bucket.record(k) for k, _ in items)]
+        args = [token, version, bucket.prefix, *(a for _, fields in items for a in fields)]
+        with translated(self.where):
+            if self._wait[0] > 0:
+                ok, removed = self._commit_waiting(bucket, keys, args)
+            else:
+                ok, removed = self.scripts.call("commit", keys, args)
+        if ok == -2:
+            raise _StaleFields
+        return int(removed) if ok == 1 else -1
+
+    def _commit_waiting(
+        self, bucket: Bucket, keys: list[bytes], args: list[bytes | str]
+    ) -> tuple[int, int]:
+        """The commit and a WAIT on one connection (WAIT counts the replicas that have
+        the writes of its own connection), on the bucket's primary."""
+        replicas, timeout = self._wait
+        client = self.client
+        if isinstance(client, RedisCluster):
+            node = client.get_node_from_key(bucket.ids)  # type: ignore[no-untyped-call]
+            client = client.get_redis_connection(node)
+        pipe = client.pipeline(transaction=False)
+        self.scripts.call("commit", keys, args, client=pipe)
+        pipe.wait(replicas, timeout)
+        result, acknowledged = pipe.execute()
+        if int(acknowledged) < replicas:
+            raise BackendUnavailable(
+                f"redis at {self.where}: the write was applied on the primary but only "
+                f"{acknowledged} of {replicas} replicas acknowledged it within {timeout} ms; "
+                "it may be lost if the primary fails now"
+            )
+        ok, removed = result
+        return int(ok), int(removed)
+
+    def _backfill(self, bucket: Bucket) -> None:
+        """Index every record of ``bucket`` for the fields stored there, a page at a
+        time; a record written meanwhile was indexed by its writer."""
+        cursor: bytes = b"-"
+        while True:
+            flat = self.scripts.call(
+                "page", [bucket.ids], [cursor, str(_IDS_BATCH), bucket.record_prefix]
+            )
+            pairs = list(zip(flat[::2], flat[1::2], strict=True))
+            while True:
+                version, fields = self._fields_of(bucket)
+                args: list[bytes | str] = [bucket.prefix, version]
+                for key, value in pairs:
+                    try:
+                        record = Record.of(value, key.decode("utf-8"))
+                    except (SerializationError, UnicodeDecodeError):  # foreign: not indexed
+                        continue
+                    seen = f"{record.incarnation} {record.version}"
+                    args += [key, seen, entries_of(fields, record, self.limit)]
+                out = self.scripts.call(
+                    "reindex", [bucket.incarnations, bucket.entries, bucket.fields], args
+                )
+                if out[0] != -2:
+                    break
+                with self._fields_lock:
+                    self._fields.pop(bucket.index, None)
+            if len(pairs) < _IDS_BATCH:
+                return
+            cursor = b"(" + pairs[-1][0]
 
 
-_GONE: Final = object()
+def _resume(cursor: Any) -> tuple[int, bytes]:
+    """(bucket index, ZRANGE start) from a walk cursor."""
+    if cursor is None:
+        return 0, b"-"
+    index, last = cursor
+    return index, (b"(" + last if last else b"-")
 
 
-def _item(
-    session_id: str, read: bytes | None, result: object, *, unconditional: bool = False
-) -> tuple[bytes, list[bytes | str]]:
-    member = _member(session_id)
-    expected = "*" if unconditional else ("" if read is None else _sha(read))
-    if isinstance(result, Record):
-        blob = result.blob
-        idle = "" if result.hibernated else str(result.last_accessed)
-        deadline = result.expires_at()
-        expiry = "" if deadline is None else str(min(deadline, _MAX_SCORE))
-        return member, [member, expected, "S", blob, idle, expiry]
-    if result is _GONE or isinstance(result, Removal):
-        return member, [member, expected, "D", b"", "", ""]
-    raise TypeError(f"a transaction function returned {type(result).__name__}")
+def _infos(client: Client, *sections: str) -> list[dict[str, Any]]:
+    """``INFO`` of every primary: one dict each, the sections merged."""
+    merged: dict[str, dict[str, Any]] = {}
+    for section in sections:
+        if isinstance(client, RedisCluster):
+            replies = client.info(section, target_nodes=RedisCluster.PRIMARIES)
+            per_node = replies if _per_node(replies) else {"one": replies}
+        else:
+            per_node = {"one": client.info(section)}
+        for node, info in per_node.items():
+            merged.setdefault(str(node), {}).update(info)
+    return list(merged.values())
 
 
-def _sha(value: bytes) -> str:
-    return hashlib.sha1(value, usedforsecurity=False).hexdigest()
+def _per_node(replies: Any) -> bool:
+    return isinstance(replies, dict) and all(isinstance(v, dict) for v in replies.values())
 
 
-def _member(session_id: str) -> bytes:
-    return session_id.encode("utf-8")
-
-
-def _key(member: bytes) -> str | bytes:
+def _key(key: bytes) -> str | bytes:
     """A stored id as ``torpor_ids`` gives it: bytes when not valid UTF-8."""
     try:
-        return member.decode("utf-8")
+        return key.decode("utf-8")
     except UnicodeDecodeError:
-        return member
+        return key

@@ -1,20 +1,46 @@
-"""The server-side steps: every change a hook makes (record and indexes) is one call.
+"""The server-side steps: every change a hook makes (record, indexes, mailbox) is one call.
 
 Loaded as a FUNCTION library when the user may load one; otherwise (ACLs without
 ``+function``) the same bodies run through EVALSHA, which needs only ``+@scripting``.
+Every step works inside one bucket (``_keys.py``): its KEYS are that bucket's, and the
+keys it derives from a prefix in ARGV carry the same hash tag, so they are in the
+same slot on a Cluster.
 
-``commit``: KEYS ids, idle, expiry, the attempt's token key, then one record key per
-item; ARGV the token ('' for none), then six fields per item: id, the SHA-1 of the
-value the caller read ('' if none, '*' for an unconditional write), op ('S' store, 'D'
-delete), blob, idle score, expiry score ('' for none).  Every item is checked
-before any is applied, so a batch applies whole or not at all.  Returns {1, records
-removed}, or {0, 0} on a conflict.  A conditional commit leaves its token for a minute:
+``commit``: KEYS ids, idle, exp, inc, xs, fields, the attempt's token key, then one
+record key per item; ARGV the token ('' for none), the fields version the entries were
+computed for, the bucket prefix, then ten fields per item: id, the SHA-1 of the value
+the caller read ('' if none, '*' for an unconditional write), op ('S' store, 'D'
+delete), blob, idle score, expiry score ('' for none), incarnation, version, index
+entries ('=' to keep the stored ones: the data did not change; else hex entries
+separated by spaces) and the reason of a removal (``Removal.reason``).  Every item is
+checked before any is applied, so a batch applies whole or not at all.  Returns {1,
+records removed}; {0, 0} when a record changed since it was read; {-2, 0} when entries
+were computed for a stale fields version (``create_index`` ran meanwhile).  Nothing
+is applied in the last two cases.  A conditional commit leaves its token for a minute:
 when redis-py resends the call after a lost reply, the script finds it and answers as
 the first time, instead of a conflict that would run the caller's function twice.
 
-``page``: one batch of the ids walk with its records: KEYS ids; ARGV the ZRANGE start
-('-' or '(' .. last id), the batch size and the record key prefix.  Records live in the
-ids' hash tag, so the keys it derives are in the same slot.
+When an incarnation ends (a removal, or a store of another incarnation over it), its
+mail goes in the same step: both lanes are deleted, each receiver blocked on it (the
+``mq`` count) gets a wake-up holding the reason in ``mw``, and a cancellation leaves
+``mc`` for a minute (see ``_mailbox.py``).
+
+``page``: one batch of a bucket's ids walk with its records: KEYS ids; ARGV the ZRANGE
+start ('-' or '(' .. last id), the batch size and the record key prefix.
+
+``page_ids``: the same walk, returning only the ids that are intact and live: KEYS
+ids, inc, exp; ARGV start, batch size, record prefix, now.  Intact: the record's SHA-1
+is the one torpor's last commit stored in ``inc`` (so a value written by anything else
+is left to the manager's checks).  Returns {last id looked at or '', kept ids...}.
+
+``find``: KEYS fields; ARGV the bucket prefix, the record prefix, then pairs of (field,
+hex entry).  {0} if none of the fields is ready here, else {1, id, record, ...} for
+the ids in every ready criterion's set.
+
+``reindex``: a backfill batch of ``create_index``: KEYS inc, xs, fields; ARGV the
+prefix, the fields version, then triples of (id, "<incarnation> <version>" as read,
+hex entries).  An id whose data changed since it was read is left alone: its writer
+indexed it.  {1} or {-2} like ``commit``.
 """
 
 from __future__ import annotations
@@ -26,31 +52,76 @@ import redis
 
 __all__ = ["LIBRARY", "Scripts"]
 
-_COMMIT = """
-local token = ARGV[1]
+# Shared by the writing steps.
+_HELPERS = """
+local function words(s)
+  local t = {}
+  for w in string.gmatch(s, '%S+') do t[#t + 1] = w end
+  return t
+end
+local function unindex(prefix, xs, id)
+  local old = redis.call('HGET', xs, id)
+  if old then
+    for _, e in ipairs(words(old)) do redis.call('SREM', prefix .. 'x:' .. e, id) end
+    redis.call('HDEL', xs, id)
+  end
+end
+local function index(prefix, xs, id, entries)
+  if entries == '' then return end
+  for _, e in ipairs(words(entries)) do redis.call('SADD', prefix .. 'x:' .. e, id) end
+  redis.call('HSET', xs, id, entries)
+end
+"""
+
+_COMMIT = (
+    _HELPERS
+    + """
+local token, fv, prefix = ARGV[1], ARGV[2], ARGV[3]
 if token ~= '' then
-  local done = redis.call('GET', KEYS[4])
+  local done = redis.call('GET', KEYS[7])
   if done then return {1, tonumber(done)} end
 end
-local n = #KEYS - 4
+local stored_fv = redis.call('HGET', KEYS[6], '~version') or '0'
+local F, n = 10, #KEYS - 7
 for i = 1, n do
-  local a = (i - 1) * 6 + 1
+  local a = 3 + (i - 1) * F
   local expected = ARGV[a + 2]
   if expected ~= '*' then
-    local value = redis.call('GET', KEYS[4 + i])
+    local value = redis.call('GET', KEYS[7 + i])
     local current = ''
     if value then current = redis.sha1hex(value) end
-    if current ~= expected then
-      return {0, 0}
-    end
+    if current ~= expected then return {0, 0} end
+  end
+  if ARGV[a + 3] == 'S' and ARGV[a + 9] ~= '=' and fv ~= stored_fv then return {-2, 0} end
+end
+local function ending(inc, id, reason)
+  local tail = inc .. ':' .. id
+  redis.call('DEL', prefix .. 'mp:' .. tail, prefix .. 'mn:' .. tail)
+  local q = prefix .. 'mq:' .. tail
+  local waiting = math.min(tonumber(redis.call('GET', q) or '0') or 0, 10000)
+  if waiting > 0 then
+    local w = prefix .. 'mw:' .. tail
+    for _ = 1, waiting do redis.call('RPUSH', w, reason) end
+    redis.call('PEXPIRE', w, 60000)
+  end
+  redis.call('DEL', q)
+  if reason == 'cancelled' then
+    redis.call('SET', prefix .. 'mc:' .. tail, '1', 'PX', 60000)
   end
 end
 local removed = 0
 for i = 1, n do
-  local a = (i - 1) * 6 + 1
-  local id = ARGV[a + 1]
+  local a = 3 + (i - 1) * F
+  local id, key = ARGV[a + 1], KEYS[7 + i]
+  local held = redis.call('HGET', KEYS[4], id)
+  local held_inc = held and words(held)[1]
   if ARGV[a + 3] == 'S' then
-    redis.call('SET', KEYS[4 + i], ARGV[a + 4])
+    local blob, inc, entries = ARGV[a + 4], ARGV[a + 7], ARGV[a + 9]
+    if held_inc and held_inc ~= inc then
+      ending(held_inc, id, 'replaced')
+      unindex(prefix, KEYS[5], id)
+    end
+    redis.call('SET', key, blob)
     redis.call('ZADD', KEYS[1], 0, id)
     if ARGV[a + 5] == '' then
       redis.call('ZREM', KEYS[2], id)
@@ -62,16 +133,25 @@ for i = 1, n do
     else
       redis.call('ZADD', KEYS[3], ARGV[a + 6], id)
     end
+    redis.call('HSET', KEYS[4], id, inc .. ' ' .. ARGV[a + 8] .. ' ' .. redis.sha1hex(blob))
+    if entries ~= '=' then
+      unindex(prefix, KEYS[5], id)
+      index(prefix, KEYS[5], id, entries)
+    end
   else
-    removed = removed + redis.call('DEL', KEYS[4 + i])
+    if held_inc then ending(held_inc, id, ARGV[a + 10]) end
+    redis.call('HDEL', KEYS[4], id)
+    unindex(prefix, KEYS[5], id)
+    removed = removed + redis.call('DEL', key)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
   end
 end
-if token ~= '' then redis.call('SET', KEYS[4], removed, 'PX', 60000) end
+if token ~= '' then redis.call('SET', KEYS[7], removed, 'PX', 60000) end
 return {1, removed}
 """
+)
 
 _PAGE = """
 local members = redis.call('ZRANGE', KEYS[1], ARGV[1], '+', 'BYLEX', 'LIMIT', 0,
@@ -84,8 +164,78 @@ end
 return out
 """
 
-_VERSION = 2
-_BODIES = {"commit": (_COMMIT, ""), "page": (_PAGE, "flags = {'no-writes'}, ")}
+_PAGE_IDS = """
+local limit = tonumber(ARGV[2])
+local now = tonumber(ARGV[4])
+local members = redis.call('ZRANGE', KEYS[1], ARGV[1], '+', 'BYLEX', 'LIMIT', 0, limit)
+local out = {''}
+if #members >= limit then out[1] = members[#members] end
+for _, member in ipairs(members) do
+  local held = redis.call('HGET', KEYS[2], member)
+  if held then
+    local value = redis.call('GET', ARGV[3] .. member)
+    if value and string.match(held, '(%S+)$') == redis.sha1hex(value) then
+      local deadline = redis.call('ZSCORE', KEYS[3], member)
+      if not deadline or tonumber(deadline) >= now then out[#out + 1] = member end
+    end
+  end
+end
+return out
+"""
+
+_FIND = """
+local prefix, records = ARGV[1], ARGV[2]
+local sets = {}
+for i = 3, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == 'ready' then
+    sets[#sets + 1] = prefix .. 'x:' .. ARGV[i + 1]
+  end
+end
+if #sets == 0 then return {0} end
+local out = {1}
+for _, id in ipairs(redis.call('SINTER', unpack(sets))) do
+  local value = redis.call('GET', records .. id)
+  if value then
+    out[#out + 1] = id
+    out[#out + 1] = value
+  end
+end
+return out
+"""
+
+_REINDEX = (
+    _HELPERS
+    + """
+local prefix, fv = ARGV[1], ARGV[2]
+if fv ~= (redis.call('HGET', KEYS[3], '~version') or '0') then return {-2} end
+for i = 3, #ARGV, 3 do
+  local id, seen = ARGV[i], ARGV[i + 1]
+  local held = redis.call('HGET', KEYS[1], id)
+  if held and string.sub(held, 1, #seen + 1) == seen .. ' ' then
+    unindex(prefix, KEYS[2], id)
+    index(prefix, KEYS[2], id, ARGV[i + 2])
+  end
+end
+return {1}
+"""
+)
+
+_READ = "flags = {'no-writes'}, "
+_VERSION = 3
+_BODIES: dict[str, tuple[str, str]] = {
+    "commit": (_COMMIT, ""),
+    "page": (_PAGE, _READ),
+    "page_ids": (_PAGE_IDS, _READ),
+    "find": (_FIND, _READ),
+    "reindex": (_REINDEX, ""),
+}
+try:  # the mailbox's steps live beside the mailbox
+    from torpor.plugins.redis._mailbox_lua import (  # type: ignore[import-not-found,unused-ignore]
+        BODIES as _MAILBOX_BODIES,
+    )
+except ImportError:  # pragma: no cover - only while the mailbox is being written
+    _MAILBOX_BODIES = {}
+_BODIES.update(_MAILBOX_BODIES)
 
 
 def _library() -> str:
@@ -104,39 +254,44 @@ LIBRARY = _library()
 class Scripts:
     """Calls the steps by name, through FCALL or EVALSHA (see the module docstring)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Any) -> None:
         self._client = client
         self._evalsha: dict[str, Any] = {}
         self.functions = self._load()
         if not self.functions:
-            self._evalsha = {name: client.register_script(body) for name, (body, _) in
-                             _BODIES.items()}  # fmt: skip
+            self._register()
+
+    def _register(self) -> None:
+        self._evalsha = {n: self._client.register_script(b) for n, (b, _) in _BODIES.items()}
 
     def _load(self) -> bool:
+        # REPLACE: idempotent, and on a Cluster every primary ends up with the library
+        # even if some had it (a plain LOAD would fail on those and leave the rest).
         try:
-            self._client.function_load(LIBRARY)
+            self._client.function_load(LIBRARY, replace=True)
         except redis.exceptions.NoPermissionError:
             return False
         except redis.exceptions.ResponseError as exc:
-            if "already exists" in str(exc):
-                return True  # another manager loaded this version first
             if str(exc).startswith("NOPERM"):
                 return False
             raise
         return True
 
-    def call(self, name: str, keys: Sequence[bytes], args: Sequence[bytes | str]) -> Any:
+    def call(
+        self, name: str, keys: Sequence[bytes], args: Sequence[bytes | str], client: Any = None
+    ) -> Any:
+        """Run step ``name``; on ``client`` (a pipeline, say) if given."""
+        target = self._client if client is None else client
         if self.functions:
             function = f"torpor_{_VERSION}_{name}"
             try:
-                return self._client.fcall(function, len(keys), *keys, *args)
+                return target.fcall(function, len(keys), *keys, *args)
             except redis.exceptions.ResponseError as exc:
                 # A server restarted without persistence has lost the library.
                 if "function not found" not in str(exc).lower():
                     raise
                 self.functions = self._load()
                 if self.functions:
-                    return self._client.fcall(function, len(keys), *keys, *args)
-                self._evalsha = {n: self._client.register_script(b) for n, (b, _) in
-                                 _BODIES.items()}  # fmt: skip
-        return self._evalsha[name](keys=list(keys), args=list(args))
+                    return target.fcall(function, len(keys), *keys, *args)
+                self._register()
+        return self._evalsha[name](keys=list(keys), args=list(args), client=target)
