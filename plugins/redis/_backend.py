@@ -47,6 +47,7 @@ from torpor.plugins.redis._items import (
 )
 from torpor.plugins.redis._keys import Bucket, Keys
 from torpor.plugins.redis._locks import StripedLocks
+from torpor.plugins.redis._mailbox import RedisMailbox
 from torpor.plugins.redis._scripts import Scripts
 
 __all__ = ["CAPABILITIES", "RedisBackend"]
@@ -60,6 +61,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.NATIVE_HIBERNATION,
         Capability.NATIVE_EXPIRY,
         Capability.SECONDARY_INDEX,
+        Capability.SHARED_MAILBOX,
     }
 )
 """What every RedisBackend claims; also its factory's static metadata."""
@@ -257,6 +259,9 @@ class RedisBackend:
             for bucket in self.keys.buckets:
                 self._backfill(bucket)
                 self.client.hset(bucket.fields, field, "ready")
+
+    def torpor_mailbox(self) -> RedisMailbox:
+        return RedisMailbox(self)
 
     def torpor_stats(self) -> BackendStats:
         """The server's own accounting of this namespace's keys, a batch of pipelined

@@ -30,7 +30,7 @@ Per bucket (``P`` = ``torpor:{<tag>}:``; one bucket: the tag is the namespace):
 ``P mn:<inc>:<id>``     list, its normal lane
 ``P mq:<inc>:<id>``     integer, receivers blocked on it now (all processes)
 ``P mw:<inc>:<id>``     list, wake-ups pushed when the incarnation ends, one per
-                        blocked receiver, holding the reason (``cancel``, ...)
+                        blocked receiver, holding the reason (``cancelled``, ...)
 ``P mc:<inc>:<id>``     marks a cancelled incarnation (expires in 60 s)
 
 The namespace's own keys (tag ``{<ns>}``): ``torpor:{ns}:meta`` (hash: ``buckets``) and

@@ -50,6 +50,8 @@ from typing import Any
 
 import redis
 
+from torpor.plugins.redis._mailbox_lua import BODIES as MAILBOX_BODIES
+
 __all__ = ["LIBRARY", "Scripts"]
 
 # Shared by the writing steps.
@@ -221,7 +223,7 @@ return {1}
 )
 
 _READ = "flags = {'no-writes'}, "
-_VERSION = 3
+_VERSION = 4
 _BODIES: dict[str, tuple[str, str]] = {
     "commit": (_COMMIT, ""),
     "page": (_PAGE, _READ),
@@ -229,13 +231,7 @@ _BODIES: dict[str, tuple[str, str]] = {
     "find": (_FIND, _READ),
     "reindex": (_REINDEX, ""),
 }
-try:  # the mailbox's steps live beside the mailbox
-    from torpor.plugins.redis._mailbox_lua import (  # type: ignore[import-not-found,unused-ignore]
-        BODIES as _MAILBOX_BODIES,
-    )
-except ImportError:  # pragma: no cover - only while the mailbox is being written
-    _MAILBOX_BODIES = {}
-_BODIES.update(_MAILBOX_BODIES)
+_BODIES.update(MAILBOX_BODIES)  # the mailbox's steps live beside the mailbox
 
 
 def _library() -> str:
