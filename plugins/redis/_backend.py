@@ -108,7 +108,7 @@ class RedisBackend:
         self.limit = _DEFAULT_LIMIT
         with translated(where):
             for info in _infos(client, "server", "memory"):
-                check_server(info, where)
+                check_server(info, where, cluster=self._cluster)
             count = self._bucket_count(client, Keys(namespace), buckets)
             self.keys = Keys(namespace, count)
             self.scripts = Scripts(client)

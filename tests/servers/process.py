@@ -4,7 +4,7 @@ and stopped by PID."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.servers.ports import HOST, free_ports
+from tests.servers.tls import UNSUPPORTED_MARKERS
 from tests.servers.waiting import wait_until
 
 START_TIMEOUT = 10.0  # seconds for a server to answer PING
@@ -26,6 +27,10 @@ class ServerStartError(RuntimeError):
 
 class PortInUse(ServerStartError):
     """Lost the race for a free port: another process bound it first."""
+
+
+class TlsUnsupported(ServerStartError):
+    """The server binary was built without TLS and refused the TLS settings."""
 
 
 def connect(port: int, **options: Any) -> redis.Redis:
@@ -59,7 +64,9 @@ def base_config(port: int, folder: Path) -> list[str]:
 
 class ServerProcess:
     """A server in its own folder (config file, log, anything it writes).  The config is
-    written once, so a restart keeps what the server rewrote itself (Sentinel's state)."""
+    written once, so a restart keeps what the server rewrote itself (Sentinel's state).
+    ``client_options`` are what any client of it needs (credentials, TLS): the harness's
+    own clients, the readiness check included, use them."""
 
     def __init__(
         self,
@@ -70,12 +77,14 @@ class ServerProcess:
         *,
         sentinel: bool = False,
         stop_timeout: float = STOP_TIMEOUT,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.binary = binary
         self.folder = folder
         self.port = port
         self.sentinel = sentinel
         self.stop_timeout = stop_timeout
+        self.client_options = dict(client_options or {})
         self.config_path = folder / ("sentinel.conf" if sentinel else "server.conf")
         self.log_path = folder / "server.log"
         self._popen: subprocess.Popen[bytes] | None = None
@@ -96,7 +105,7 @@ class ServerProcess:
         return None if self._popen is None else self._popen.poll()
 
     def client(self, **options: Any) -> redis.Redis:
-        return connect(self.port, **options)
+        return connect(self.port, **{**self.client_options, **options})
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start and wait until this very process answers (PING, then its PID in INFO:
@@ -128,7 +137,12 @@ class ServerProcess:
     def _answers(self, conn: redis.Redis) -> bool:
         code = self.returncode
         if code is not None:
-            kind = PortInUse if "Address already in use" in self.log_tail() else ServerStartError
+            tail = self.log_tail()
+            kind = ServerStartError
+            if "Address already in use" in tail:
+                kind = PortInUse
+            elif any(marker in tail for marker in UNSUPPORTED_MARKERS):
+                kind = TlsUnsupported
             raise kind(f"{self!r} exited with code {code} before answering" + self._tail_note())
         try:
             return bool(conn.ping()) and conn.info("server").get("process_id") == self.pid

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from tests.servers.auth import Auth
 from tests.servers.ports import HOST
 from tests.servers.process import STOP_TIMEOUT, ServerProcess, ServerStartError, base_config
 from tests.servers.version import ServerVersion, server_version
@@ -28,6 +29,8 @@ class SentinelSetup:
     service_name: str
     version: ServerVersion
     host: str = HOST
+    auth: Auth | None = None  # the data servers'
+    sentinel_auth: Auth | None = None  # the sentinel's own
 
     @property
     def sentinels(self) -> list[tuple[str, int]]:
@@ -56,23 +59,36 @@ def sentinel(
     down_after_ms: int = 1000,
     failover_timeout_ms: int = 5000,
     config: Sequence[str] = (),
+    auth: Auth | None = None,
+    sentinel_auth: Auth | None = None,
     stop_timeout: float = STOP_TIMEOUT,
 ) -> Iterator[SentinelSetup]:
-    """Ready when the replica's link is up and the sentinel lists it as a healthy replica,
-    so ``SENTINEL FAILOVER`` (or killing the primary) has a candidate at once.
-    ``config`` lines go to both data servers."""
+    """Ready when the replica's link is up, it acknowledges the primary's stream, and the
+    sentinel lists it as a healthy replica, so ``SENTINEL FAILOVER`` (or killing the
+    primary) has a candidate at once, and a write the replica acknowledged survives.
+    ``config`` lines go to both data servers; ``auth`` protects both (the replica and
+    the sentinel are told the password), ``sentinel_auth`` the sentinel itself."""
+    if sentinel_auth is not None and sentinel_auth.username is not None:
+        raise ValueError("sentinel_auth: a sentinel takes a password only (requirepass)")
+    data_options = auth.client_options() if auth is not None else {}
     with Workspace(binary, stop_timeout=stop_timeout) as space:
 
         def data_lines(ports: Sequence[int], folder: Path) -> list[str]:
-            return [*base_config(ports[0], folder), *config]
+            protect = auth.server_config() if auth is not None else []
+            return [*base_config(ports[0], folder), *protect, *config]
 
-        primary = space.start("primary", data_lines)
+        primary = space.start("primary", data_lines, client_options=data_options)
 
         def replica_lines(ports: Sequence[int], folder: Path) -> list[str]:
-            return [*data_lines(ports, folder), f"replicaof {HOST} {primary.port}"]
+            sync = auth.replica_config() if auth is not None else []
+            return [*data_lines(ports, folder), *sync, f"replicaof {HOST} {primary.port}"]
 
-        replica = space.start("replica", replica_lines)
+        replica = space.start("replica", replica_lines, client_options=data_options)
         _wait(lambda: _link_up(replica), "the replica's link to the primary", [replica, primary])
+        # After a diskless full sync, Redis 7.0 holds the stream back until the replica's
+        # first REPLCONF ACK (up to a second later): a primary killed meanwhile takes its
+        # latest writes with it, although the replica already reports its link up.
+        _wait(lambda: _acknowledges(primary), "the replica to acknowledge", [replica, primary])
 
         def sentinel_lines(ports: Sequence[int], folder: Path) -> list[str]:
             return [
@@ -80,9 +96,16 @@ def sentinel(
                 f"sentinel monitor {service_name} {HOST} {primary.port} 1",
                 f"sentinel down-after-milliseconds {service_name} {down_after_ms}",
                 f"sentinel failover-timeout {service_name} {failover_timeout_ms}",
+                *(auth.sentinel_config(service_name) if auth is not None else []),
+                *(sentinel_auth.server_config() if sentinel_auth is not None else []),
             ]
 
-        watcher = space.start("sentinel", sentinel_lines, sentinel=True)
+        watcher = space.start(
+            "sentinel",
+            sentinel_lines,
+            sentinel=True,
+            client_options=sentinel_auth.client_options() if sentinel_auth is not None else None,
+        )
         _wait(
             lambda: _sees_replica(watcher, service_name, replica.port),
             "the sentinel to list the replica as healthy",
@@ -90,7 +113,9 @@ def sentinel(
         )
         with primary.client() as conn:
             version = server_version(conn)
-        yield SentinelSetup(primary, replica, watcher, service_name, version)
+        yield SentinelSetup(
+            primary, replica, watcher, service_name, version, auth=auth, sentinel_auth=sentinel_auth
+        )
 
 
 def _wait(check: Callable[[], bool], what: str, servers: Sequence[ServerProcess]) -> None:
@@ -105,6 +130,15 @@ def _link_up(replica: ServerProcess) -> bool:
     try:
         with replica.client() as conn:
             return bool(conn.info("replication").get("master_link_status") == "up")
+    except redis.RedisError:
+        return False
+
+
+def _acknowledges(primary: ServerProcess) -> bool:
+    """``WAIT``: the replica acknowledged everything the primary has streamed so far."""
+    try:
+        with primary.client() as conn:
+            return bool(conn.execute_command("WAIT", 1, 100) == 1)
     except redis.RedisError:
         return False
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from tests.servers.process import STOP_TIMEOUT, ServerProcess, launch
 
@@ -26,9 +27,16 @@ class Workspace:
         self.servers: list[ServerProcess] = []
 
     def start(
-        self, role: str, config: ConfigFn, *, port_count: int = 1, sentinel: bool = False
+        self,
+        role: str,
+        config: ConfigFn,
+        *,
+        port_count: int = 1,
+        sentinel: bool = False,
+        client_options: Mapping[str, Any] | None = None,
     ) -> ServerProcess:
-        """A server on fresh ports; ``config(ports, folder)`` gives its config lines."""
+        """A server on fresh ports; ``config(ports, folder)`` gives its config lines,
+        ``client_options`` what a client of it needs (see ServerProcess)."""
 
         def build(ports: Sequence[int]) -> ServerProcess:
             folder = self.folder / f"{role}-{ports[0]}"
@@ -39,6 +47,7 @@ class Workspace:
                 config(ports, folder),
                 sentinel=sentinel,
                 stop_timeout=self.stop_timeout,
+                client_options=client_options,
             )
 
         server = launch(build, port_count)
