@@ -33,6 +33,12 @@ AREAS: dict[str, Area] = {
         Area("persistence", "reopen keeps everything", Capability.PERSISTENT, False),
         Area("multiprocess", "several processes at once", Capability.MULTI_PROCESS, False),
         Area(
+            "distributed",
+            "processes sharing nothing but the options: sessions, updates, sweeps, mail",
+            Capability.DISTRIBUTED,
+            False,
+        ),
+        Area(
             "damaged", "foreign and damaged stored values: skipped, counted, removable", None, True
         ),
         Area("model", "hypothesis state machine against a plain model", None, True),

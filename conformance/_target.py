@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import secrets
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +15,11 @@ from typing import Any
 import torpor
 from torpor import FactoryMetadata, describe_factory, load_backend_factory
 
-__all__ = ["STORAGE", "Target", "fixed_storage_message"]
+__all__ = ["STORAGE", "Target", "fixed_storage_message", "import_path", "shared_storage_name"]
 
 STORAGE = "{storage}"
-"""Placeholder in an option value, replaced by the test's own fresh storage folder."""
+"""Placeholder in an option value, replaced by the test's own fresh storage folder (in
+the distributed area: by a relative name, see :func:`shared_storage_name`)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,13 @@ class Target:
     which writes a raw value into its storage as another program would; with it the
     kit checks that foreign and damaged data is skipped and counted (area
     ``damaged``), without it those tests skip.  It is a plain method, not a hook.
+
+    In the ``distributed`` area (capability ``DISTRIBUTED``) every process gets the
+    same options, but ``{storage}`` becomes a *relative* name (``kit-<hex>``) and each
+    process runs in its own empty working directory, with its own ``HOME`` and
+    ``TMPDIR``: processes on different hosts share nothing but their options, so the
+    storage options of a distributed backend must name storage on its server (a
+    namespace, a key prefix, a database), never a local path.
     """
 
     backend: str | None = None
@@ -60,9 +71,12 @@ class Target:
         """Whether a child process can rebuild the backend from :meth:`to_json`."""
         return self.backend is not None
 
-    def make_backend(self, storage: Path) -> object:
+    def make_backend(self, storage: Path | str) -> object:
+        """The backend, ``{storage}`` in option values replaced by ``storage``: a fresh
+        folder, or a relative name (:func:`shared_storage_name`).  A ``build=`` callable
+        gets it as a ``Path``."""
         if self.build is not None:
-            return self.build(storage)
+            return self.build(Path(storage))
         assert self.backend is not None
         factory = resolve_factory(self.backend)
         options = {**self._storage_defaults(factory), **self.options}
@@ -106,9 +120,14 @@ class Target:
         return merged
 
     def to_json(self) -> str:
+        """The target for a child process, with this process's :func:`import_path`: a
+        child may run in another working directory, and must still find a
+        ``"package.module:factory"`` backend where this process found it."""
         if not self.spawnable:
             raise torpor.UnsupportedOperation("a Target with build= cannot be sent to a process")
-        return json.dumps({"backend": self.backend, "options": dict(self.options)})
+        return json.dumps(
+            {"backend": self.backend, "options": dict(self.options), "import_path": import_path()}
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Target:
@@ -134,6 +153,20 @@ def resolve_factory(ref: str) -> Callable[..., object]:
     return load_backend_factory(ref)
 
 
+def import_path() -> list[str]:
+    """``sys.path`` as absolute folders (``""``, the working directory, included as
+    one): what a child process appends to its own to import what this one can."""
+    return [os.path.abspath(entry) for entry in sys.path]
+
+
+def shared_storage_name() -> str:
+    """A fresh relative storage name, ``kit-<hex>``, for the distributed area: it names
+    the same store in every process only if the backend keeps its state on a server
+    (``namespace="kit-1f2e.../sessions"``), and a different folder under each
+    process's own working directory if it keeps it in local files."""
+    return f"kit-{secrets.token_hex(8)}"
+
+
 def fixed_storage_message(fixed: Mapping[str, str], flag: str | None) -> str:
     """The one line that refuses fixed storage options, showing the ``{storage}`` form
     for ``flag`` (``"--option"``, ``"--torpor-option"``, or ``None`` for ``Target``)."""
@@ -147,7 +180,7 @@ def fixed_storage_message(fixed: Mapping[str, str], flag: str | None) -> str:
     return f"{plural} {names} {verb} storage; each test needs its own: use {form}"
 
 
-def _substitute(value: object, storage: Path) -> object:
+def _substitute(value: object, storage: Path | str) -> object:
     if isinstance(value, str) and STORAGE in value:
         return value.replace(STORAGE, str(storage))
     return value

@@ -16,9 +16,9 @@ manager opens, it resolves every hook once, into a plain Python callable:
 
 The binding also checks the backend's claims: each optional data hook corresponds to
 a capability, and claiming one without the other is refused, because the conformance
-kit decides between native and fallback tests from the claims.  Capabilities the kit
-cannot test yet (``DISTRIBUTED``, ``TRANSACTIONS``) are refused outright: a claim has
-to be earned (docs/contract.md §11).
+kit decides between native and fallback tests from the claims.  A capability the kit
+cannot test yet (``TRANSACTIONS``) is refused outright: a claim has to be earned
+(docs/contract.md §11).  ``DISTRIBUTED`` is earned in the kit's ``distributed`` area.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ CAPABILITY_HOOKS: Final = {
     # (SECONDARY_INDEX also needs torpor_create_index; checked below.)
     Capability.SHARED_MAILBOX: "torpor_mailbox",
 }
-UNEARNED: Final = frozenset({Capability.DISTRIBUTED, Capability.TRANSACTIONS})
+UNEARNED: Final = frozenset({Capability.TRANSACTIONS})
 """Capabilities no backend may claim yet: the conformance kit has no test for them."""
 
 

@@ -23,7 +23,8 @@ class Capability(enum.Enum):
     MULTI_PROCESS = "multi_process"
     """Several processes on one machine may open the same storage at once."""
     DISTRIBUTED = "distributed"
-    """Several machines may share the storage.  Not claimable until the kit tests it."""
+    """Several hosts may share the storage: its storage options name storage on a
+    server, never local files (the kit's distributed area)."""
     ATOMIC_UPDATE = "atomic_update"
     """Implements ``torpor_transact``, atomic across every process that shares it."""
     SHARED_MAILBOX = "shared_mailbox"

@@ -92,7 +92,6 @@ class _Typo:
     ("claims", "plugins", "match"),
     [
         ((), [_Typo()], "does not fit"),
-        ((Capability.DISTRIBUTED,), [], "DISTRIBUTED"),
         ((Capability.TRANSACTIONS,), [], "TRANSACTIONS"),
         ((Capability.SHARED_MAILBOX,), [], "ATOMIC_UPDATE"),
     ],

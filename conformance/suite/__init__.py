@@ -21,6 +21,7 @@ from typing import Any
 from torpor.conformance.suite.test_concurrency import *
 from torpor.conformance.suite.test_crud import *
 from torpor.conformance.suite.test_damaged import *
+from torpor.conformance.suite.test_distributed import *
 from torpor.conformance.suite.test_expiry import *
 from torpor.conformance.suite.test_find import *
 from torpor.conformance.suite.test_hibernation import *

@@ -62,6 +62,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.NATIVE_EXPIRY,
         Capability.SECONDARY_INDEX,
         Capability.SHARED_MAILBOX,
+        Capability.DISTRIBUTED,
     }
 )
 """What every RedisBackend claims; also its factory's static metadata."""

@@ -13,18 +13,26 @@ The modules follow the bug classes of the reviews:
 * ``walks``: iteration edges and mailbox lifecycle (with ``SortedKeys`` and
   ``OwnMailbox``, correct native bases);
 * ``storage``: multi-process visibility, durability and atomicity, and damaged or
-  foreign data (most on the real LMDB backend).
+  foreign data (most on the real LMDB backend);
+* ``distributed``: claims of ``DISTRIBUTED`` by backends whose state stays on one host.
 
 Run one by hand: ``torpor conformance tests.broken_backends:NAME --area AREA``.
 """
 
-from tests.broken_backends import basics, indexes, storage, walks
+from tests.broken_backends import basics, distributed, indexes, storage, walks
 from tests.broken_backends.basics import *  # noqa: F403
+from tests.broken_backends.distributed import *  # noqa: F403
 from tests.broken_backends.indexes import *  # noqa: F403
 from tests.broken_backends.storage import *  # noqa: F403
 from tests.broken_backends.walks import *  # noqa: F403
 
-BROKEN: dict[str, str] = {**basics.BROKEN, **indexes.BROKEN, **walks.BROKEN, **storage.BROKEN}
+BROKEN: dict[str, str] = {
+    **basics.BROKEN,
+    **indexes.BROKEN,
+    **walks.BROKEN,
+    **storage.BROKEN,
+    **distributed.BROKEN,
+}
 """Each broken backend (a name in this package) and the kit area that must catch it."""
 
 REFUSED: dict[str, str] = basics.REFUSED
