@@ -31,17 +31,20 @@ from __future__ import annotations
 
 import secrets
 import threading
+import weakref
+from collections.abc import Callable
 from typing import Annotated, Any, Final
 
 import msgspec
 import zstandard
 
-from torpor.errors import SerializationError
+from torpor.errors import SerializationError, TorporError
 
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_DEPTH",
+    "add_resolver",
     "compress",
     "compressed_saving",
     "copy_data",
@@ -207,16 +210,19 @@ class Dictionary:
 
     A frame compressed with it names the dictionary's id in its header (zstd's own
     field), and :func:`decompress` finds the dictionary by that id among those
-    registered in this process.  So the dictionary versions its blobs, and
-    blobs without one stay readable.  Only stores whose blobs never leave the process
-    may use one: a blob read by another process, or after a restart, would name a
-    dictionary that process does not have (see ``torpor._compaction``).
+    registered in this process.  So the dictionary versions its blobs, and blobs
+    without one stay readable.  A store whose blobs never leave the process keeps its
+    dictionary in memory (:meth:`register`); a store shared by processes keeps one in
+    the store itself, which every process adopts (:meth:`shared`) and asks for when a
+    frame names an id it does not have yet (:func:`add_resolver`).  See
+    ``torpor._compaction``.
     """
 
     def __init__(self, data: zstandard.ZstdCompressionDict) -> None:
         self.data = data
         self.id: int = data.dict_id()
         self._local = threading.local()
+        self._holds = 0  # registrations not yet undone; guarded by _registry
 
     @classmethod
     def train(
@@ -232,16 +238,47 @@ class Dictionary:
         except zstandard.ZstdError:
             return None
 
+    @classmethod
+    def shared(cls, data: bytes) -> Dictionary | None:
+        """The registered dictionary of ``data`` (a dictionary's bytes as a store keeps
+        them): one already registered with the same bytes, or a new one registered now.
+        Either way one more registration, undone by :meth:`unregister`, so that every
+        store holding it keeps it readable until the last one goes.  None if ``data``
+        is not a zstd dictionary, or another dictionary holds its id."""
+        try:
+            parsed = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
+            parsed.precompute_compress(level=3)  # refuses damaged entropy tables
+        except zstandard.ZstdError:
+            return None
+        if not parsed.dict_id():
+            return None
+        with _registry:
+            found = _dictionaries.get(parsed.dict_id())
+            if found is None:
+                found = _dictionaries[parsed.dict_id()] = cls(parsed)
+            elif found.data.as_bytes() != data:
+                return None
+            found._holds += 1
+            return found
+
     def register(self) -> bool:
         """Make frames naming this dictionary readable in this process.  False if
         another dictionary holds its id (a 31-bit draw): then it must not be used."""
         with _registry:
-            return _dictionaries.setdefault(self.id, self) is self
+            if _dictionaries.setdefault(self.id, self) is not self:
+                return False
+            self._holds += 1
+            return True
 
     def unregister(self) -> None:
+        """Undo one registration (:meth:`register` or :meth:`shared`); the last one
+        makes frames naming it unreadable in this process.  Nothing if this object is
+        not the registered one."""
         with _registry:
             if _dictionaries.get(self.id) is self:
-                del _dictionaries[self.id]
+                self._holds -= 1
+                if self._holds <= 0:
+                    del _dictionaries[self.id]
 
     def compress(self, payload: bytes) -> bytes:
         """Like :func:`compress`, against this dictionary."""
@@ -263,6 +300,39 @@ class Dictionary:
 
 _dictionaries: dict[int, Dictionary] = {}
 _registry = threading.Lock()
+_resolvers: list[weakref.WeakMethod[Callable[[int], object]]] = []
+
+
+def add_resolver(resolver: Callable[[int], object]) -> None:
+    """Have :func:`decompress` call ``resolver(dict_id)`` when a frame names a
+    dictionary this process has not registered, before it gives up on the frame: a
+    store shared by processes registers the dictionary another process stored after
+    this one asked (:meth:`Dictionary.shared`).  ``resolver`` is a bound method, held
+    weakly: it goes with its object.  Only frames naming an unknown id pay for it.
+
+    A resolver that cannot tell (its store is unreachable) raises a torpor error; the
+    frame's read then raises it too, unless another resolver found the dictionary."""
+    with _registry:
+        _resolvers[:] = [ref for ref in _resolvers if ref() is not None]
+        _resolvers.append(weakref.WeakMethod(resolver))
+
+
+def _resolve(dict_id: int) -> Dictionary | None:
+    """The dictionary ``dict_id`` once every resolver has had its chance."""
+    with _registry:
+        resolvers = [r for ref in _resolvers if (r := ref()) is not None]
+    failure: TorporError | None = None
+    for resolver in resolvers:
+        try:
+            resolver(dict_id)
+        except TorporError as exc:
+            failure = failure or exc
+        found = _dictionaries.get(dict_id)
+        if found is not None:
+            return found
+    if failure is not None:
+        raise failure
+    return None
 
 
 def compressed_saving(payload: bytes) -> int:
@@ -282,12 +352,13 @@ def decompress(payload: bytes, limit: int, what: str = "stored hibernated sessio
         frame = zstandard.get_frame_parameters(payload)
         decompressor = _zstd.decompressor
         if frame.dict_id:
-            dictionary = _dictionaries.get(frame.dict_id)
+            dictionary = _dictionaries.get(frame.dict_id) or _resolve(frame.dict_id)
             if dictionary is None:
                 raise SerializationError(
                     f"{what} was compressed with zstd dictionary {frame.dict_id}, which "
-                    "this process does not have (dictionaries live in the memory of the "
-                    "in-process store that trained them)"
+                    "neither this process nor any store it has open has (a store keeps one "
+                    "dictionary: the frame is damaged, or was written into this store by "
+                    "another)"
                 )
             decompressor = dictionary.decompressor()
         announced = frame.content_size

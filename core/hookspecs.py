@@ -32,8 +32,8 @@ the semantics identical on every engine, and makes a backend small:
 * **Optional, no capability of their own**: ``torpor_capabilities``,
   ``torpor_open``, ``torpor_close``, ``torpor_touch_resolution_ms``,
   ``torpor_transact_batch`` (only with ``torpor_transact``), ``torpor_iterate_ids``
-  (only with ``torpor_iterate``), ``torpor_count``, ``torpor_stats``; and
-  ``torpor_event`` for observers.
+  (only with ``torpor_iterate``), ``torpor_count``, ``torpor_stats``,
+  ``torpor_shared_dictionary``; and ``torpor_event`` for observers.
 
 Writing the methods
 ===================
@@ -117,7 +117,8 @@ Thread safety
 Hooks are called from any thread, concurrently.  Backends must be thread-safe.
 The manager never calls a hook from inside a transaction function of the same thread
 (a user's ``update`` function that calls back into torpor gets ``ReentrantCall``), so
-a backend may hold its write lock or transaction while ``fn`` runs.
+a backend may hold its write lock or transaction while ``fn`` runs.  One read is the
+exception: ``torpor_shared_dictionary(None)`` (see there).
 
 Extension plugins
 =================
@@ -449,4 +450,36 @@ def torpor_event(event: LifecycleEvent) -> None:
     For observer plugins (metrics, audit logs).  Called synchronously in the thread
     that caused the event, after the change is stored: keep it quick, and do not call
     back into the manager.  Exceptions are logged and swallowed.
+    """
+
+
+# ---------------------------------------------------------------------------------
+# Compression
+# ---------------------------------------------------------------------------------
+@hookspec(firstresult=True)
+def torpor_shared_dictionary(proposal: bytes | None) -> bytes | None:
+    """The store's zstd dictionary, kept in the store so that every process that reads
+    its hibernated sessions has it.  Optional; without it a store whose blobs other
+    processes (or a restart) read is compressed without a dictionary, and one whose
+    blobs stay in the process trains one of its own in memory.
+
+    * ``proposal`` None: return the dictionary's bytes as stored, or None if none is
+      stored yet; change nothing.  Called when a manager opens on the backend object,
+      and again whenever a hibernated session names a dictionary this process does
+      not have yet (another process stored it since): that call may come from inside
+      a transaction function of the same thread (a hibernated record read while it is
+      updated or swept), so it must not wait for the backend's own write lock.
+    * ``proposal`` bytes (a dictionary the manager trained on its first hibernated
+      sessions, never from inside a transaction function): store it unless a
+      dictionary is stored already, in one atomic step across every process sharing
+      the storage (``SET NX``, an insert that does not overwrite), then return
+      whichever is stored: another process may have won the race, and every process
+      uses what the store returns.
+
+    The manager calls the backend's own method (extension plugins cannot supply or
+    wrap it).  The bytes are opaque (a zstd dictionary, which names its own id): store
+    them exactly.  Once stored, a dictionary is part of the data: never replace or expire
+    it while the store holds sessions, since hibernated sessions compressed with it
+    cannot be read without it.  Raise ``BackendUnavailable`` if the engine cannot be
+    reached.
     """

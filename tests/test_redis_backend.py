@@ -325,7 +325,7 @@ def test_without_function_load_the_scripts_run_through_evalsha(
         assert mgr.delete(s.id)
 
 
-@pytest.mark.parametrize("bad", ["", "a{b", "a}b", "x" * 257, "tab\there"])
+@pytest.mark.parametrize("bad", ["", "a{b", "a}b", "x" * 257, "tab\there", "ns#0.1"])
 def test_a_namespace_that_could_break_the_hash_tag_is_refused(
     redis_standalone: Standalone, bad: str
 ) -> None:
@@ -336,6 +336,7 @@ def test_a_namespace_that_could_break_the_hash_tag_is_refused(
 # -- the conformance kit ---------------------------------------------------------------
 
 
+@pytest.mark.timeout(900)  # the whole kit in a subprocess: 1-3 minutes on 2 cores
 @pytest.mark.parametrize("topology", ["standalone", "cluster"])
 def test_the_whole_kit_passes_natively(
     topology: str, request: pytest.FixtureRequest, tmp_path: Path

@@ -78,12 +78,12 @@ def test_find_answers_through_the_index_only_once_it_is_ready(
         mgr.create({"k": i % 3}, session_id=f"s{i}")
     bucket = Keys(namespace).buckets[0]
     # A create_index that died after marking the field: no entries were written.
-    raw.hset(bucket.fields, "k", "building")
-    raw.hincrby(bucket.fields, "~version", 1)
+    raw.hset(bucket.fields, "f:k", "building")
+    raw.hset(bucket.fields, "~version", "stale")
     assert {s.id for s in mgr.find(k=1)} == _scan(mgr, k=1)  # scanned, not from the index
-    assert raw.hget(bucket.fields, "k") == b"building"
+    assert raw.hget(bucket.fields, "f:k") == b"building"
     mgr.create_index("k")  # finishes the job
-    assert raw.hget(bucket.fields, "k") == b"ready"
+    assert raw.hget(bucket.fields, "f:k") == b"ready"
     assert {s.id for s in mgr.find(k=1)} == _scan(mgr, k=1)
     assert raw.scard(bucket.entry(torpor.indexing.index_entry("k", 1))) == 10
 

@@ -23,6 +23,7 @@ from tests.servers import Cluster, ServerBinary, Standalone, standalone
 from torpor import codec
 from torpor.conformance.helpers import blocked_consumer
 from torpor.plugins.redis import RedisBackend, create_backend
+from torpor.plugins.redis._items import packed
 from torpor.plugins.redis._keys import Keys
 from torpor.plugins.redis._mailbox import COUNT_TTL_MS, RedisMailbox
 
@@ -170,8 +171,8 @@ def test_a_send_resent_after_a_lost_reply_is_queued_once(
     member = s.id.encode()
     bucket = backend.keys.bucket_of(member)
     lane = bucket.mail("mn", s.incarnation, member)
-    call = ([bucket.incarnations, lane, bucket.token("resent")],
-            [member, str(s.incarnation), b"once"])  # fmt: skip
+    call = ([bucket.record(member), lane, bucket.token("resent")],
+            [member, packed(s.incarnation), b"once"])  # fmt: skip
     assert backend.scripts.call("send", *call) == 1
     assert backend.scripts.call("send", *call) == 1  # the first answer, nothing queued
     assert raw.lrange(lane, 0, -1) == [b"once"]

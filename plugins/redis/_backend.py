@@ -11,7 +11,9 @@ first, so they never make each other retry.
 A batch (``torpor_transact_batch``) is atomic within a bucket: on a Cluster, a batch
 over several buckets is decided whole (``fn`` runs for every id before anything is
 written, so an exception from it writes nothing), then committed bucket by bucket;
-another client may see one bucket's part before the next one's.
+another client may see one bucket's part before the next one's, and when a later
+bucket met a concurrent write and ``fn``, run again for it, raises, the earlier
+buckets stay applied (no Redis commit spans two slots; docs/guide.md says so).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torpor.errors import BackendUnavailable, ConfigError, ManagerClosed, Serial
 from torpor.hookspecs import BatchFn, TransactFn
 from torpor.indexing import index_entry
 from torpor.plugins.redis._config import check_server
+from torpor.plugins.redis._dictionary import shared_dictionary
 from torpor.plugins.redis._errors import translated
 from torpor.plugins.redis._items import (
     GONE,
@@ -43,12 +46,15 @@ from torpor.plugins.redis._items import (
     entries_of,
     item,
     member,
+    packed,
     same_data,
+    unwrap,
 )
 from torpor.plugins.redis._keys import Bucket, Keys
 from torpor.plugins.redis._locks import StripedLocks
 from torpor.plugins.redis._mailbox import RedisMailbox
 from torpor.plugins.redis._scripts import Scripts
+from torpor.plugins.redis._stats import METHOD, namespace_memory
 
 __all__ = ["CAPABILITIES", "RedisBackend"]
 
@@ -70,6 +76,9 @@ CAPABILITIES: frozenset[Capability] = frozenset(
 CLUSTER_BUCKETS: Final = 16
 _MAX_ATTEMPTS: Final = 200
 _IDS_BATCH: Final = 1000
+_MAX_BATCH: Final = 1 << 20
+"""Batches asked for are cut to this: the server-side steps count in doubles, and
+fewer than asked is allowed (a walk goes on, a sweep asks again)."""
 _DEFAULT_LIMIT: Final = 1 << 20  # max_session_bytes until torpor_open says otherwise
 Pair = tuple[str | bytes, bytes]
 Client = redis.Redis | RedisCluster
@@ -112,7 +121,7 @@ class RedisBackend:
                 check_server(info, where, cluster=self._cluster)
             count = self._bucket_count(client, Keys(namespace), buckets)
             self.keys = Keys(namespace, count)
-            self.scripts = Scripts(client)
+            self.scripts = Scripts(client, current=lambda: self.client)
         # bucket index -> (fields version, indexed fields), as last read from it
         self._fields: dict[int, tuple[str, tuple[str, ...]]] = {}
         self._client: Client | None = client
@@ -155,13 +164,12 @@ class RedisBackend:
         if client is not None and self._owns_client:
             for owned in (client, self._blocking):
                 if owned is not None:
-                    owned.close()
+                    _release(owned)
 
     # -- required data hooks -----------------------------------------------------
     def torpor_fetch(self, session_id: str) -> bytes | None:
-        with translated(self.where):
-            value = self.client.get(self.keys.record(member(session_id)))
-        return cast("bytes | None", value)  # responses are bytes: decode_responses is off
+        value = self._get(self.keys.record(member(session_id)))
+        return None if value is None else unwrap(value)
 
     def torpor_store(self, record: Record) -> None:
         bucket = self.keys.bucket_of(member(record.id))
@@ -191,6 +199,7 @@ class RedisBackend:
         self._transact(session_ids, fn)
 
     def torpor_iterate(self, cursor: Any, batch_size: int) -> tuple[list[Pair], Any]:
+        batch_size = min(batch_size, _MAX_BATCH)
         index, start = _resume(cursor)
         bucket = self.keys.buckets[index]
         with translated(self.where):
@@ -200,22 +209,28 @@ class RedisBackend:
         items: list[Pair] = []
         for key, value in zip(flat[::2], flat[1::2], strict=True):
             if value is not None:  # an id whose record a foreign writer removed
-                items.append((_key(key), value))
+                items.append((_key(key), unwrap(value)))
         last = flat[-2] if len(flat) // 2 >= batch_size and flat else None
         return items, self._next(index, last)
 
     def torpor_iterate_ids(
         self, cursor: Any, batch_size: int, now_ms: int
     ) -> tuple[list[str | bytes], Any]:
+        batch_size = min(batch_size, _MAX_BATCH)
         index, start = _resume(cursor)
         bucket = self.keys.buckets[index]
         with translated(self.where):
             out = self.scripts.call(
                 "page_ids",
-                [bucket.ids, bucket.incarnations, bucket.expiry],
+                [bucket.ids, bucket.expiry],
                 [start, str(batch_size), bucket.record_prefix, str(now_ms)],
             )
-        return [_key(m) for m in out[1:]], self._next(index, out[0] or None)
+        split = out.index(b"", 1)  # ids are never empty: the end of the proved ones
+        kept: list[str | bytes] = [_key(m) for m in out[1:split]]
+        for key, value in zip(out[split + 1 :: 2], out[split + 2 :: 2], strict=True):
+            if _intact(value, key, self.limit, now_ms):
+                kept.append(_key(key))
+        return kept, self._next(index, out[0] or None)
 
     def torpor_idle_ids(self, cutoff_ms: int, limit: int) -> list[str]:
         return self._below("idle", cutoff_ms, limit)
@@ -227,7 +242,7 @@ class RedisBackend:
         args: list[bytes | str] = []
         for field, value in criteria.items():
             try:
-                args += [field, index_entry(field, value).hex()]
+                args += [_field(field), index_entry(field, value).hex()]
             except (TypeError, ValueError):
                 continue  # no session can hold such a value: let the manager compare
         if not args:
@@ -240,51 +255,45 @@ class RedisBackend:
                 )
                 if out[0] == 0:
                     return None  # not (yet) indexed everywhere: the manager scans
-                found += [(_key(k), v) for k, v in zip(out[1::2], out[2::2], strict=True)]
+                found += [(_key(k), unwrap(v)) for k, v in zip(out[1::2], out[2::2], strict=True)]
         return found
 
     def torpor_create_index(self, field: str) -> None:
         """Mark ``field`` in every bucket (writers index it from then on), backfill what
         is stored, then mark it ready: ``find`` answers through it only once it is
         ready in every bucket, and scans until then."""
+        name = _field(field)
         with translated(self.where):
-            states = [self.client.hget(b.fields, field) for b in self.keys.buckets]
+            states = [self.client.hget(b.fields, name) for b in self.keys.buckets]
             if all(s == b"ready" for s in states):
                 return
             for bucket, state in zip(self.keys.buckets, states, strict=True):
                 if state is None:
+                    # A fresh random version, never a counter: a server restarted
+                    # without persistence must not give an old version a new meaning.
                     pipe = self.client.pipeline(transaction=True)
-                    pipe.hsetnx(bucket.fields, field, "building")
-                    pipe.hincrby(bucket.fields, "~version", 1)
+                    pipe.hsetnx(bucket.fields, name, "building")
+                    pipe.hset(bucket.fields, "~version", secrets.token_hex(8))
                     pipe.execute()
             for bucket in self.keys.buckets:
                 self._backfill(bucket)
-                self.client.hset(bucket.fields, field, "ready")
+                self.client.hset(bucket.fields, name, "ready")
+
+    def torpor_shared_dictionary(self, proposal: bytes | None) -> bytes | None:
+        """The namespace's zstd dictionary, at ``torpor:{ns}:dict`` (``_dictionary.py``)."""
+        return shared_dictionary(self.client, self.keys, self.where, proposal)
 
     def torpor_mailbox(self) -> RedisMailbox:
         return RedisMailbox(self)
 
     def torpor_stats(self) -> BackendStats:
-        """The server's own accounting of this namespace's keys, a batch of pipelined
-        MEMORY USAGE calls at a time (SAMPLES 0: every element of the index sets)."""
-        total = 0
+        """The server's own accounting of this namespace's keys (``_stats.py``)."""
         with translated(self.where):
-            for bucket in self.keys.buckets:
-                pipe = self.client.pipeline(transaction=False)
-                for index in bucket.indexes:
-                    pipe.memory_usage(index, samples=0)
-                total += sum(n or 0 for n in pipe.execute())
-                for batch in self._id_batches(bucket):
-                    pipe = self.client.pipeline(transaction=False)
-                    for key in batch:
-                        pipe.memory_usage(bucket.record(key), samples=0)
-                    total += sum(n or 0 for n in pipe.execute())
+            total = namespace_memory(self.client, self.keys)
             evicted = sum(int(i.get("evicted_keys", 0)) for i in _infos(self.client, "stats"))
         # An evicting server drops sessions silently: say so wherever figures are read.
         return BackendStats(
-            total,
-            "sum of the server's MEMORY USAGE of the namespace's keys; the server has "
-            f"evicted {evicted} keys since it started",
+            total, f"{METHOD}; the server has evicted {evicted} keys since it started"
         )
 
     # -- the conformance kit -----------------------------------------------------
@@ -305,8 +314,21 @@ class RedisBackend:
         if wanted is not None and wanted != 1 and not self._cluster:
             raise ConfigError("redis buckets= other than 1 needs a Cluster (cluster=True)")
         default = CLUSTER_BUCKETS if self._cluster else 1
-        client.hsetnx(keys.meta, "buckets", wanted or default)
-        stored = int(cast("bytes", client.hget(keys.meta, "buckets")))
+        # Written only when missing: a full server refuses any write, and opening must
+        # still work there (to delete sessions, say).
+        found = client.hget(keys.meta, "buckets")
+        if found is None:
+            client.hsetnx(keys.meta, "buckets", wanted or default)
+            found = client.hget(keys.meta, "buckets")
+        try:
+            stored = int(cast("bytes", found))
+        except (TypeError, ValueError):
+            stored = 0
+        if stored < 1:
+            raise ConfigError(
+                f"redis namespace {keys.namespace!r} has a damaged bucket count "
+                f"({found!r} in {keys.meta!r}); repair or remove that key"
+            )
         if wanted is not None and stored != wanted:
             raise ConfigError(
                 f"redis namespace {keys.namespace!r} was created with {stored} buckets; "
@@ -351,6 +373,7 @@ class RedisBackend:
         bucket (one pipelined ZRANGE BYSCORE each, merged by score)."""
         if limit <= 0:
             return []
+        limit = min(limit, _MAX_BATCH)
         high = f"({min(bound, MAX_SCORE)}"
         buckets = self.keys.buckets
         with translated(self.where):
@@ -358,14 +381,14 @@ class RedisBackend:
                 found = cast("list[bytes]", self.client.zrange(
                     getattr(buckets[0], index), b"-inf", high, byscore=True, offset=0, num=limit
                 ))  # fmt: skip
-                return [m.decode("utf-8") for m in found]  # only stores index ids: all valid
+                return _session_ids(found)
             pipe = self.client.pipeline(transaction=False)
             for bucket in buckets:
                 pipe.zrange(getattr(bucket, index), b"-inf", high, byscore=True,
                             offset=0, num=limit, withscores=True)  # fmt: skip
             replies = cast("list[list[tuple[bytes, float]]]", pipe.execute())
         merged = heapq.merge(*replies, key=lambda pair: pair[1])
-        return [m.decode("utf-8") for m, _ in itertools.islice(merged, limit)]
+        return _session_ids(m for m, _ in itertools.islice(merged, limit))
 
     def _transact(self, session_ids: Sequence[str], fn: BatchFn) -> None:
         """Read, decide every id with ``fn``, then commit bucket by bucket; a bucket
@@ -405,9 +428,9 @@ class RedisBackend:
             values = self._mget([bucket.record(member(sid)) for sid in session_ids])
         decided: list[tuple[str, bytes | None, object]] = []
         for sid, value in zip(session_ids, values, strict=True):
-            result = fn(sid, value)
+            result = fn(sid, None if value is None else unwrap(value))
             if result is not None:
-                decided.append((sid, value, result))
+                decided.append((sid, value, result))  # the stored value: its SHA-1 is checked
         return decided
 
     def _items_of(
@@ -425,8 +448,18 @@ class RedisBackend:
         if not keys:
             return []
         if len(keys) == 1:
-            return [cast("bytes | None", self.client.get(keys[0]))]
-        return cast("list[bytes | None]", self.client.mget(keys))
+            return [self._get(keys[0])]
+        return cast("list[bytes | None]", self.client.mget(keys))  # another type: None
+
+    def _get(self, key: bytes) -> bytes | None:
+        """A record key's value; b"" (damaged data) when the key holds another type."""
+        with translated(self.where):
+            try:
+                return cast("bytes | None", self.client.get(key))
+            except redis.exceptions.ResponseError as exc:
+                if not str(exc).startswith("WRONGTYPE"):
+                    raise
+                return b""
 
     def _entries(self, fields: tuple[str, ...], result: object, read: bytes | None = None) -> str:
         if not isinstance(result, Record):
@@ -458,7 +491,8 @@ class RedisBackend:
         with translated(self.where):
             raw = cast("dict[bytes, bytes]", self.client.hgetall(bucket.fields))
         version = raw.pop(b"~version", b"0").decode()
-        known = (version, tuple(sorted(f.decode("utf-8", "surrogatepass") for f in raw)))
+        fields = (f[2:].decode("utf-8", "surrogatepass") for f in raw if f.startswith(b"f:"))
+        known = (version, tuple(sorted(fields)))
         with self._fields_lock:
             self._fields[bucket.index] = known
         return known
@@ -469,37 +503,45 @@ class RedisBackend:
         a conditional commit safe to resend (see ``_scripts.py``)."""
         keys = [*bucket.indexes, bucket.token(token), *(bucket.record(k) for k, _ in items)]
         args = [token, version, bucket.prefix, *(a for _, fields in items for a in fields)]
+        # Removals alone run as ``remove`` (the same step, allowed on a full server:
+        # they are how a full server is emptied).
+        step = "remove" if all(fields[2] == "D" for _, fields in items) else "commit"
         with translated(self.where):
-            if self._wait[0] > 0:
-                ok, removed = self._commit_waiting(bucket, keys, args)
-            else:
-                ok, removed = self.scripts.call("commit", keys, args)
+            ok, removed = self.run(step, keys, args)
         if ok == -2:
             raise _StaleFields
         return int(removed) if ok == 1 else -1
 
-    def _commit_waiting(
-        self, bucket: Bucket, keys: list[bytes], args: list[bytes | str]
-    ) -> tuple[int, int]:
-        """The commit and a WAIT on one connection (WAIT counts the replicas that have
-        the writes of its own connection), on the bucket's primary."""
+    def run(self, step: str, keys: list[bytes], args: list[bytes | str]) -> Any:
+        """Run a writing step (``_scripts.py``); with ``wait_replicas``, then WAIT on
+        the same connection (WAIT counts the replicas that have the writes of its own
+        connection), on the primary of the step's slot (``keys[0]``'s)."""
         replicas, timeout = self._wait
+        if replicas <= 0:
+            return self.scripts.call(step, keys, args)
         client = self.client
         if isinstance(client, RedisCluster):
-            node = client.get_node_from_key(bucket.ids)  # type: ignore[no-untyped-call]
+            node = client.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
             client = client.get_redis_connection(node)
-        pipe = client.pipeline(transaction=False)
-        self.scripts.call("commit", keys, args, client=pipe)
-        pipe.wait(replicas, timeout)
-        result, acknowledged = pipe.execute()
+        for attempt in (1, 2):
+            pipe = client.pipeline(transaction=False)
+            self.scripts.call(step, keys, args, client=pipe)
+            pipe.wait(replicas, timeout)
+            try:
+                result, acknowledged = pipe.execute()
+                break
+            except redis.exceptions.ResponseError as exc:
+                # A restarted server lost the library: load it again (see Scripts.call).
+                if attempt == 2 or "function not found" not in str(exc).lower():
+                    raise
+                self.scripts.reload()
         if int(acknowledged) < replicas:
             raise BackendUnavailable(
                 f"redis at {self.where}: the write was applied on the primary but only "
                 f"{acknowledged} of {replicas} replicas acknowledged it within {timeout} ms; "
                 "it may be lost if the primary fails now"
             )
-        ok, removed = result
-        return int(ok), int(removed)
+        return result
 
     def _backfill(self, bucket: Bucket) -> None:
         """Index every record of ``bucket`` for the fields stored there, a page at a
@@ -515,14 +557,12 @@ class RedisBackend:
                 args: list[bytes | str] = [bucket.prefix, version]
                 for key, value in pairs:
                     try:
-                        record = Record.of(value, key.decode("utf-8"))
+                        record = Record.of(unwrap(value), key.decode("utf-8"))
                     except (SerializationError, UnicodeDecodeError):  # foreign: not indexed
                         continue
-                    seen = f"{record.incarnation} {record.version}"
+                    seen = packed(record.incarnation) + packed(record.version)
                     args += [key, seen, entries_of(fields, record, self.limit)]
-                out = self.scripts.call(
-                    "reindex", [bucket.incarnations, bucket.entries, bucket.fields], args
-                )
+                out = self.scripts.call("reindex", [bucket.entries, bucket.fields], args)
                 if out[0] != -2:
                     break
                 with self._fields_lock:
@@ -530,6 +570,48 @@ class RedisBackend:
             if len(pairs) < _IDS_BATCH:
                 return
             cursor = b"(" + pairs[-1][0]
+
+
+def _session_ids(members: Iterable[bytes]) -> list[str]:
+    """Index members as session ids; one that is no UTF-8 (written there by something
+    else) is no session torpor could have, and is left out."""
+    ids = []
+    for m in members:
+        try:
+            ids.append(m.decode("utf-8"))
+        except UnicodeDecodeError:
+            continue
+    return ids
+
+
+def _release(client: Client) -> None:
+    """Close ``client`` and every connection of its pools: a ``Redis`` built over a pool
+    it did not make leaves the pool open on ``close()``, and so do a Cluster's nodes."""
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes()  # type: ignore[no-untyped-call]
+        pools = [n.redis_connection.connection_pool for n in nodes if n.redis_connection]
+    else:
+        pools = [client.connection_pool]
+    client.close()
+    for pool in pools:
+        pool.disconnect()
+
+
+def _intact(value: bytes, key: bytes, limit: int, now_ms: int) -> bool:
+    """What the manager keeps in a walk (``torpor_iterate_ids``), checked as it does:
+    for a value torpor did not write here, so it carries no proof."""
+    try:
+        record = Record.of(value, key.decode("utf-8"))
+        record.session_data(limit)
+    except (SerializationError, UnicodeDecodeError):
+        return False
+    return not record.is_expired(now_ms)
+
+
+def _field(field: str) -> bytes:
+    """A field's name in a bucket's ``fields`` hash: apart from ``~version``, and any
+    str (lone surrogates too) encodable."""
+    return b"f:" + field.encode("utf-8", "surrogatepass")
 
 
 def _resume(cursor: Any) -> tuple[int, bytes]:

@@ -85,7 +85,7 @@ def _translate(exc: Exception, where: str) -> Exception:
             f"redis at {where}: the server's TLS certificate was refused ({text}); pass "
             "ssl_ca_certs= naming the CA that signed it"
         )
-    if text.startswith("OOM"):
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
         return BackendUnavailable(
             f"redis at {where} is out of memory ({text}); raise maxmemory or delete data "
             "(torpor needs maxmemory-policy noeviction so that sessions are never dropped)"

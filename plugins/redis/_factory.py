@@ -13,9 +13,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.cluster import RedisCluster
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 from redis.exceptions import RedisClusterException
 from redis.sentinel import SentinelConnectionPool
 
@@ -53,8 +55,12 @@ _TOPOLOGY = {"url", "client", "sentinels", "service_name", "sentinel_username",
 _CONNECTION = {"socket_timeout", "socket_connect_timeout", "retries", "max_connections",
                "pool_timeout", "ssl", *PASS_THROUGH}  # fmt: skip
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
-# Any text that cannot end the hash tag early; the kit passes folder paths.
-_NAMESPACE = re.compile(r"^[^{}\x00-\x1f]{1,256}$")
+# What parse_url gives for a URL's own parts, and the query parameters it knows.
+_URL_KEYS = {"username", "password", "host", "port", "db", "path", "connection_class",
+             *URL_QUERY_ARGUMENT_PARSERS}  # fmt: skip
+# Any text that cannot end the hash tag early, nor look like another namespace's bucket
+# tag ("<ns>#<i>.<n>", _keys.py); the kit passes folder paths.
+_NAMESPACE = re.compile(r"^[^{}#\x00-\x1f]{1,256}$")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
@@ -84,7 +90,7 @@ def create_backend(**options: Any) -> RedisBackend:
     namespace = str(merged["namespace"])
     if not _NAMESPACE.match(namespace):
         raise ConfigError(
-            "redis namespace must be 1-256 characters, without braces or control characters"
+            "redis namespace must be 1-256 characters, without braces, '#' or control characters"
         )
     resolution = _whole(merged, "touch_resolution_ms", least=0)
     buckets = _buckets(merged["buckets"])
@@ -147,6 +153,7 @@ def _from_url(
 ) -> _Built:
     if not isinstance(url, str) or not url.startswith(_URL_SCHEMES):
         raise ConfigError("redis url must be a redis://, rediss:// or unix:// URL")
+    _check_url(url)
     where = redact(url)
     if not cluster:
         return _pair(lambda blocking: settings.build(url, passed, blocking=blocking), where)
@@ -160,6 +167,21 @@ def _from_url(
             if "Cluster mode is not enabled" in str(exc):
                 _why_no_slot_map(url, passed, settings, where)
             raise
+
+
+def _check_url(url: str) -> None:
+    """Parse ``url`` as redis-py will, now: a malformed one is a ConfigError (never a
+    raw ValueError at the first command) and the message never holds the URL, which
+    may hold a password."""
+    try:
+        urlsplit(url).port  # noqa: B018  (a port that is no number or out of range raises)
+        query = parse_url(url)  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError) as exc:
+        reason = str(exc).split(":")[0] if "://" not in str(exc) else "cannot be parsed"
+        raise ConfigError(f"redis url is malformed ({reason})") from None
+    unknown = sorted(set(query) - _URL_KEYS)
+    if unknown:
+        raise ConfigError(f"redis url has query parameters redis-py does not know: {unknown}")
 
 
 def _why_no_slot_map(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterable
 from typing import Final
 
@@ -10,7 +11,19 @@ from torpor import Record, Removal
 from torpor.errors import SerializationError
 from torpor.indexing import index_entry
 
-__all__ = ["GONE", "KEEP", "MAX_SCORE", "Item", "entries_of", "item", "member", "sha"]
+__all__ = [
+    "GONE",
+    "HEAD",
+    "KEEP",
+    "MAX_SCORE",
+    "Item",
+    "entries_of",
+    "item",
+    "member",
+    "packed",
+    "sha",
+    "unwrap",
+]
 
 MAX_SCORE: Final = 1 << 53  # doubles are exact up to here; later deadlines never come
 KEEP: Final = "="
@@ -18,7 +31,25 @@ KEEP: Final = "="
 GONE: Final = object()
 """A removal by ``torpor_delete`` (reason ``deleted``)."""
 
+HEAD: Final = 26
+"""Bytes of a stored record's head: ``t1``, incarnation, version, proof (``_scripts.py``)."""
+_MAGIC: Final = b"t1"
+_INT: Final = struct.Struct(">q")
+
 Item = tuple[bytes, list[bytes | str]]
+
+
+def packed(number: int) -> bytes:
+    """An incarnation or version as the head holds it (8 bytes, signed big-endian)."""
+    return _INT.pack(number)
+
+
+def unwrap(value: bytes) -> bytes:
+    """The blob of a stored value: without its head.  A value without one (planted or
+    foreign) is returned as it is, for the manager to judge."""
+    if value[:2] == _MAGIC and len(value) > HEAD:
+        return value[HEAD:]
+    return value
 
 
 def item(
@@ -32,16 +63,18 @@ def item(
     """``result`` (a Record, a Removal or ``GONE``) as commit fields; ``read`` is the
     value the caller's decision was based on (compared at commit time)."""
     key = member(session_id)
-    expected = "*" if unconditional else ("" if read is None else sha(read))
+    # The commit step hashes what it finds the same way: nothing, an empty value and a
+    # key of another type all read as "".
+    expected = "*" if unconditional else ("" if not read else sha(read))
     if isinstance(result, Record):
         idle = "" if result.hibernated else str(result.last_accessed)
         deadline = result.expires_at()
         expiry = "" if deadline is None else str(min(deadline, MAX_SCORE))
-        inc, version = str(result.incarnation), str(result.version)
+        inc, version = packed(result.incarnation), packed(result.version)
         return key, [key, expected, "S", result.blob, idle, expiry, inc, version, entries, ""]
     if result is GONE or isinstance(result, Removal):
         reason = result.reason if isinstance(result, Removal) else "deleted"
-        return key, [key, expected, "D", b"", "", "", "", "", "", reason]
+        return key, [key, expected, "D", b"", "", "", b"", b"", "", reason]
     raise SerializationError(
         f"a transaction function returned {type(result).__name__}, not a Record, a Removal or None"
     )
@@ -68,12 +101,12 @@ def entries_of(fields: Iterable[str], record: Record, limit: int) -> str:
 
 
 def same_data(read: bytes | None, result: Record) -> bool:
-    """Whether ``result`` holds the data of the record read (a touch, hibernation or
-    wake): its index entries stand."""
+    """Whether ``result`` holds the data of the record read (a stored value, head
+    and all: a touch, hibernation or wake): its index entries stand."""
     if read is None:
         return False
     try:
-        before = Record.of(read)
+        before = Record.of(unwrap(read))
     except SerializationError:
         return False
     return before.incarnation == result.incarnation and before.version == result.version

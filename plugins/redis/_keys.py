@@ -12,21 +12,20 @@ another count is refused, since every session would be looked for in the wrong b
 
 Per bucket (``P`` = ``torpor:{<tag>}:``; one bucket: the tag is the namespace):
 
-``P r:<id>``            the record: ``Record.blob`` as the manager encoded it
+``P r:<id>``            the record: a head (incarnation, version, proof: see
+                        ``_scripts.py``) then ``Record.blob`` as the manager encoded it
 ``P ids``               sorted set, every id with score 0: walked BYLEX (ids ordered by
                         their UTF-8 bytes), so a walk is exactly-once where SCAN is not
 ``P idle``              sorted set, active (not hibernated) ids by ``last_accessed``
 ``P exp``               sorted set, ids with a timeout by ``Record.expires_at()``
-``P inc``               hash, id -> ``<incarnation> <sha1 of the record>`` for every
-                        record torpor wrote (a planted or foreign value has none): the
-                        mailbox's liveness check, and the proof ``ids()`` relies on
 ``P xs``                hash, id -> its index entries (hex, space-separated)
 ``P x:<entry>``         set of the ids filed under one index entry (``find``)
-``P fields``            hash, indexed field -> ``ready`` or ``building``, plus
-                        ``~version`` (bumped by ``create_index``): a write names the
-                        version it computed entries for, and is refused if stale
+``P fields``            hash, ``f:<indexed field>`` -> ``ready`` or ``building``, plus
+                        ``~version`` (a random token ``create_index`` replaces): a write
+                        names the version it computed entries for, refused if stale
 ``P t:<hex>``           the token of a recent conditional write (expires in 60 s)
-``P mp:<inc>:<id>``     list, the priority lane of one incarnation's mailbox
+``P mp:<inc>:<id>``     list, the priority lane of one incarnation's mailbox (``<inc>``:
+                        the incarnation's 8 head bytes in hex)
 ``P mn:<inc>:<id>``     list, its normal lane
 ``P mq:<inc>:<id>``     integer, receivers blocked on it now (all processes)
 ``P mw:<inc>:<id>``     list, wake-ups pushed when the incarnation ends, one per
@@ -39,6 +38,7 @@ The namespace's own keys (tag ``{<ns>}``): ``torpor:{ns}:meta`` (hash: ``buckets
 
 from __future__ import annotations
 
+import struct
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -49,6 +49,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 __all__ = ["Bucket", "Keys", "spread_tags"]
 
 _SEARCH: Final = 100_000
+_INCARNATION: Final = struct.Struct(">q")
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,6 @@ class Bucket:
         return self.prefix + b"exp"
 
     @cached_property
-    def incarnations(self) -> bytes:
-        return self.prefix + b"inc"
-
-    @cached_property
     def entries(self) -> bytes:
         return self.prefix + b"xs"
 
@@ -89,7 +86,7 @@ class Bucket:
     @cached_property
     def indexes(self) -> list[bytes]:
         """The keys every write script takes first, in this order."""
-        return [self.ids, self.idle, self.expiry, self.incarnations, self.entries, self.fields]
+        return [self.ids, self.idle, self.expiry, self.entries, self.fields]
 
     def token(self, token: str) -> bytes:
         return self.prefix + b"t:" + token.encode("ascii")
@@ -102,7 +99,8 @@ class Bucket:
 
     def mail(self, lane: str, incarnation: int, member: bytes) -> bytes:
         """``lane`` is ``mp``, ``mn``, ``mq``, ``mw`` or ``mc`` (see the module doc)."""
-        return self.prefix + f"{lane}:{incarnation}:".encode("ascii") + member
+        tag = _INCARNATION.pack(incarnation).hex()
+        return self.prefix + f"{lane}:{tag}:".encode("ascii") + member
 
 
 @dataclass(frozen=True)

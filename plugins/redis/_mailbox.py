@@ -4,7 +4,7 @@ Each incarnation of a session has its own keys in the session's bucket (``_keys.
 ``mp`` and ``mn``, the priority and normal lanes (lists, FIFO); ``mq``, how many
 receivers are blocked on it; ``mw``, the wake-ups of an ended incarnation; ``mc``, the
 mark of a cancelled one.  The server-side steps are in ``_mailbox_lua.py``; every one
-checks first that the bucket's ``inc`` hash still holds the incarnation, so nothing is
+checks first that the session's record still holds the incarnation (in its head), so nothing is
 sent to or taken from a dead one.  The commit script ends an incarnation's mail in the
 step that removes (or replaces) its record: it deletes both lanes, pushes the reason
 onto ``mw`` once per counted receiver, deletes ``mq`` and, for a cancel, sets ``mc``.
@@ -42,6 +42,10 @@ A receiver holds a blocking connection only during a slice.  With more receivers
 blocked than the blocking pool has connections, the others wait for one (up to the
 pool's timeout, then they check the incarnation and wait again): they take turns.
 
+A client whose ``socket_timeout`` is under half a second (a user's ``client=``) cannot
+block safely (a server ends a pop only on its next tick, up to 100 ms late): its
+receivers poll, a look every 20 ms.
+
 ``close()`` wakes this process's blocked receivers at once with ``CLIENT UNBLOCK``
 (their pop returns as if timed out, so no message is lost to the wake-up) when the
 user may run it; otherwise, within a slice.
@@ -61,6 +65,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from torpor.errors import ConfigError, ManagerClosed, SessionCancelled, SessionNotFound, TorporError
+from torpor.plugins.redis._items import packed
 from torpor.plugins.redis._keys import Keys
 
 __all__ = ["COUNT_TTL_MS", "SLICE_S", "MailboxHost", "RedisMailbox"]
@@ -72,6 +77,9 @@ COUNT_TTL_MS: Final = 1000
 """How long a receiver's count in ``mq`` lasts without being refreshed (each slice)."""
 
 _ALIVE: Final = 1
+_MIN_BLOCKING_READ: Final = 0.5  # seconds of socket timeout a blocking pop needs
+_POLL_S: Final = 0.02  # between looks when the client cannot block (see _pop_on)
+_MAX_TAKE: Final = 1 << 20  # Lua counts in doubles: 2**63 would print as 9.2e+18
 _CANCELLED: Final = 2
 
 
@@ -104,6 +112,9 @@ class MailboxHost(Protocol):
     def blocking_client(self) -> Any:
         """A client with pools of its own, whose connections never retry a command."""
 
+    def run(self, step: str, keys: list[bytes], args: list[bytes | str]) -> Any:
+        """A writing step, followed by WAIT when the backend has ``wait_replicas``."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Box:
@@ -111,7 +122,7 @@ class _Box:
 
     member: bytes
     incarnation: bytes
-    inc: bytes
+    record: bytes  # its head holds the incarnation
     mp: bytes
     mn: bytes
     mq: bytes
@@ -145,8 +156,8 @@ class RedisMailbox:
         lane = box.mp if priority else box.mn
         token = self._host.keys.bucket_of(box.member).token(secrets.token_hex(12))
         with self._host.translated():
-            sent = self._host.scripts.call(
-                "send", [box.inc, lane, token], [box.member, box.incarnation, message]
+            sent = self._host.run(
+                "send", [box.record, lane, token], [box.member, box.incarnation, message]
             )
         return bool(sent)
 
@@ -207,7 +218,7 @@ class RedisMailbox:
         box = self._box(session_id, incarnation)
         with self._host.translated():
             count = self._host.scripts.call(
-                "pending", [box.inc, box.mp, box.mn], [box.member, box.incarnation]
+                "pending", [box.record, box.mp, box.mn], [box.member, box.incarnation]
             )
         return int(count)
 
@@ -230,18 +241,18 @@ class RedisMailbox:
         bucket = self._host.keys.bucket_of(member)
         return _Box(
             member,
-            str(incarnation).encode("ascii"),
-            bucket.incarnations,
+            packed(incarnation),
+            bucket.record(member),
             *(bucket.mail(lane, incarnation, member) for lane in ("mp", "mn", "mq", "mw", "mc")),
         )
 
     def _take(self, box: _Box, count: int, mode: str) -> tuple[int, list[bytes], int]:
         """(status, messages taken, how many of them from the priority lane)."""
         with self._host.translated():
-            reply = self._host.scripts.call(
+            reply = self._host.run(
                 "take",
-                [box.inc, box.mp, box.mn, box.mq, box.mc],
-                [box.member, box.incarnation, str(count), mode, str(COUNT_TTL_MS)],
+                [box.record, box.mp, box.mn, box.mq, box.mc],
+                [box.member, box.incarnation, str(min(count, _MAX_TAKE)), mode, str(COUNT_TTL_MS)],
             )
         return int(reply[0]), list(reply[2:]), int(reply[1])
 
@@ -283,6 +294,14 @@ class RedisMailbox:
                     client.nodes_manager.initialize()
                 self._closed.wait(seconds)
                 return None
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                # On a Cluster the node may be gone for good (a failover): only a MOVED
+                # makes redis-py re-read the map, and a dead node sends none.  Re-read
+                # it (this raises if no node answers) and pop again on the next slice.
+                if not _is_cluster(client):
+                    raise
+                client.nodes_manager.initialize()
+                return None
 
     def _pop_on(self, client: Any, box: _Box, seconds: float) -> tuple[bytes, bytes] | None:
         if _is_cluster(client):
@@ -292,6 +311,15 @@ class RedisMailbox:
             pool = client.connection_pool
         connection = _connection(pool)
         if connection is None:
+            return None
+        # A user's client may read with a short socket timeout.  A server ends a
+        # blocking pop only on its next timer tick (hz 10: up to 100 ms late), so below
+        # _MIN_BLOCKING_READ a pop could outlast the read: poll instead (the next take
+        # checks the lanes), sleeping a little between looks.
+        limit = getattr(connection, "socket_timeout", None)
+        if limit is not None and limit < _MIN_BLOCKING_READ:
+            pool.release(connection)
+            self._closed.wait(min(seconds, _POLL_S))
             return None
         # Never below 1 ms: Redis reads a timeout that rounds to 0 as "block forever".
         command = ("BLMPOP", f"{max(seconds, 0.001):.3f}", 3, box.mp, box.mn, box.mw,

@@ -1,19 +1,19 @@
 """The mailbox's server-side steps (merged into the library of ``_scripts.py``).
 
 Every step takes its keys as KEYS, all in the bucket of one session (one slot), and
-first checks the incarnation: the ``inc`` hash of the bucket holds, for each stored id,
-a value whose first word is the incarnation (in decimal), and a step is for
-incarnation ``I`` only if that word is ``I`` (ARGV[2]).  Mail keys carry the incarnation
+first checks the incarnation: KEYS[1] is the session's record, whose head (see
+``_scripts.py``) holds its incarnation in 8 bytes, and a step is for incarnation ``I``
+only if those bytes are ``I``'s (ARGV[2]).  Mail keys carry the incarnation
 in their name, and the commit script deletes them in the step that ends it, so a list
 that exists belongs to a live incarnation.
 
-``send``: KEYS inc, the lane (``mp`` or ``mn``), the send's token key; ARGV id,
+``send``: KEYS the record, the lane (``mp`` or ``mn``), the send's token key; ARGV id,
 incarnation, message.  Returns 1 once appended, 0 (nothing appended) if the
 incarnation is not stored.  The token key keeps the answer for a minute: a send that
 redis-py resends after a lost reply gets the first answer instead of queueing the
 message twice.
 
-``take``: KEYS inc, mp, mn, mq, mc; ARGV id, incarnation, count, mode, count TTL (ms).
+``take``: KEYS the record, mp, mn, mq, mc; ARGV id, incarnation, count, mode, count TTL (ms).
 Pops up to ``count`` messages, priority lane first, each lane FIFO.  Returns
 ``{status, p, m1, m2, ...}``: status 1 alive, 0 gone, 2 gone and cancelled (``mc``
 set); the first ``p`` messages came from the priority lane.  ``mode`` says what to do
@@ -32,7 +32,7 @@ status leaves nothing to undo.
 ``leave``: KEYS mq.  DECR, deleting the count at 0; nothing if the count is gone (an
 ended incarnation, or a TTL that lapsed): a DECR must never create a key.
 
-``pending``: KEYS inc, mp, mn; ARGV id, incarnation.  LLEN of both lanes, 0 if gone.
+``pending``: KEYS the record, mp, mn; ARGV id, incarnation.  LLEN of both lanes, 0 if gone.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ __all__ = ["BODIES"]
 
 # The incarnation check opens every step: `v` is the stored value, or false.
 _ALIVE = """
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-local alive = v and string.match(v, '^%S+') == ARGV[2]
+local head = redis.pcall('GETRANGE', KEYS[1], 0, 9)
+local alive = type(head) == 'string' and #head == 10 and string.sub(head, 1, 2) == 't1'
+  and string.sub(head, 3) == ARGV[2]
 """
 
 _SEND = (
