@@ -95,6 +95,10 @@ def encode_value(value: object, what: str = "message") -> bytes:
         return _encoder.encode(value)
     except (OverflowError, msgspec.EncodeError) as exc:
         raise SerializationError(f"{what} cannot be encoded: {exc}") from None
+    except UnicodeEncodeError:  # a lone surrogate: text UTF-8 cannot hold
+        raise SerializationError(
+            f"{what} holds a str with a lone surrogate, which UTF-8 cannot encode"
+        ) from None
 
 
 def encode_trusted(data: dict[str, Any]) -> bytes:

@@ -22,6 +22,11 @@ def test_data_must_be_a_dict_and_refusals_say_what(mgr: torpor.Manager) -> None:
         mgr.create([1, 2])  # type: ignore[arg-type]
     with pytest.raises(SerializationError, match="data"):
         mgr.create({"s": {1, 2}})
+    # Text UTF-8 cannot hold: a typed refusal, nothing stored, in a key or a value.
+    for bad in ({"\ud800": 1}, {"a": ["\udfff"]}):
+        with pytest.raises(SerializationError, match="surrogate"):
+            mgr.create(bad, session_id="never")
+    assert "never" not in mgr
 
 
 def test_default_limit_is_one_mib(mgr: torpor.Manager) -> None:
