@@ -44,7 +44,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["Mailbox"]
+from torpor.errors import ManagerClosed, SessionCancelled, SessionNotFound
+
+__all__ = ["Mailbox", "closed_while_waiting", "gone_while_waiting"]
 
 
 class Mailbox(Protocol):
@@ -112,3 +114,16 @@ class Mailbox(Protocol):
         any later ``receive``.  A shared mailbox keeps what is queued: another process,
         or a manager opened later, receives it."""
         ...
+
+
+def closed_while_waiting(session_id: str) -> ManagerClosed:
+    """What a receiver raises when the manager closes (the same words everywhere)."""
+    return ManagerClosed(f"the manager was closed while waiting on session {session_id!r}")
+
+
+def gone_while_waiting(session_id: str, cancelled: bool) -> Exception:
+    """What a receiver raises when its incarnation ends: ``SessionCancelled`` for a
+    cancel, ``SessionNotFound`` otherwise."""
+    if cancelled:
+        return SessionCancelled(f"session {session_id!r} was cancelled")
+    return SessionNotFound(f"session {session_id!r} was deleted or has expired")

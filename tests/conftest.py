@@ -8,8 +8,8 @@ import pytest
 import torpor
 from tests.minimal_backend import MinimalBackend
 
-# Real Redis/Valkey servers (docs/testing.md).
-pytest_plugins = ["tests.servers.plugin"]
+# Real Redis/Valkey servers (docs/testing.md), and the redis backend's fixtures.
+pytest_plugins = ["tests.servers.plugin", "tests.redis_fixtures"]
 
 OpenFn = Callable[..., torpor.Manager]
 

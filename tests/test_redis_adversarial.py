@@ -27,6 +27,7 @@ import redis
 from redis.cluster import RedisCluster
 
 import torpor
+from tests.redis_fixtures import OpenFn
 from tests.servers import Cluster, ServerBinary, ServerProcess, Standalone, standalone
 from tests.servers.ports import HOST
 from tests.servers.process import base_config
@@ -36,48 +37,9 @@ from torpor.errors import ConfigError, SerializationError, TorporError
 from torpor.plugins.redis import RedisBackend, create_backend
 from torpor.plugins.redis._keys import Keys
 
-OpenFn = Callable[..., torpor.Manager]
-
 
 def _namespace() -> str:
     return f"adv-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def namespace() -> str:
-    return _namespace()
-
-
-@pytest.fixture
-def clock() -> torpor.ManualClock:
-    return torpor.ManualClock()
-
-
-@pytest.fixture
-def raw(redis_standalone: Standalone) -> Iterator[redis.Redis]:
-    """A plain client, as a foreign program (or an operator) sharing the server has."""
-    with redis.Redis.from_url(redis_standalone.url) as client:
-        yield client
-
-
-@pytest.fixture
-def open_mgr(
-    redis_standalone: Standalone, namespace: str, clock: torpor.ManualClock
-) -> Iterator[OpenFn]:
-    """Managers on the shared standalone server, each over its own backend (its own
-    connection pool, as another process would have), on one namespace."""
-    opened: list[torpor.Manager] = []
-
-    def make(backend: RedisBackend | None = None, **options: Any) -> torpor.Manager:
-        if backend is None:
-            backend = create_backend(url=redis_standalone.url, namespace=namespace)
-        mgr = torpor.open(backend, clock=clock, sweeper=False, **options)
-        opened.append(mgr)
-        return mgr
-
-    yield make
-    for mgr in opened:
-        mgr.close()
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +67,7 @@ def _out_of_memory(server: Standalone) -> Iterator[None]:
 
 
 def test_an_index_on_a_field_named_like_the_version_marker_works_and_breaks_nothing(
-    open_mgr: OpenFn,
+    open_redis: OpenFn,
 ) -> None:
     # Wrong: the bucket's ``fields`` hash keeps its version counter under the field
     # name "~version", beside the indexed field names.  create_index("~version")
@@ -116,7 +78,7 @@ def test_an_index_on_a_field_named_like_the_version_marker_works_and_breaks_noth
     # data[field]; find gives what a scan gives.  Fix: keep the version out of the
     # field names (its own key, or a prefix no field name can have, e.g. fields
     # stored as "f:<name>").
-    mgr = open_mgr()
+    mgr = open_redis()
     s = mgr.create({"~version": 1, "team": 7})
     mgr.create_index("~version")
     assert [x.id for x in mgr.find(**{"~version": 1})] == [s.id]
@@ -124,7 +86,7 @@ def test_an_index_on_a_field_named_like_the_version_marker_works_and_breaks_noth
     assert [x.id for x in mgr.find(team=7)] == [s.id]
 
 
-def test_field_names_utf8_cannot_encode_get_answers_not_raw_errors(open_mgr: OpenFn) -> None:
+def test_field_names_utf8_cannot_encode_get_answers_not_raw_errors(open_redis: OpenFn) -> None:
     # Wrong: a field name with a lone surrogate is a valid str (find() takes any
     # criteria, create_index any non-empty str), but the backend hands it to redis-py,
     # which encodes strict UTF-8: a raw UnicodeEncodeError reaches the user.  (It even
@@ -132,7 +94,7 @@ def test_field_names_utf8_cannot_encode_get_answers_not_raw_errors(open_mgr: Ope
     # Contract §3: only torpor.errors; find gives what a scan gives ([] here, as on
     # ets_like).  Fix: encode field names with "surrogatepass" (or skip such a
     # criterion: no stored data can hold that key, the codec refuses it).
-    mgr = open_mgr()
+    mgr = open_redis()
     mgr.create({"a": 1})
     assert mgr.find(**{"\udc80": 1}) == []
     with suppress(TorporError):  # refusing such a name is fine; a raw exception is not
@@ -208,7 +170,7 @@ def test_the_out_of_memory_error_gives_torpors_hint(own_server: Standalone) -> N
 
 
 def test_a_record_key_of_another_type_is_damage_not_an_outage(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, raw: redis.Redis, namespace: str
 ) -> None:
     # Wrong: a foreign program left a hash where a record (a string) belongs.  The
     # walk steps GET every listed record server-side, so WRONGTYPE aborts the whole
@@ -220,7 +182,7 @@ def test_a_record_key_of_another_type_is_damage_not_an_outage(
     # get raises SerializationError; delete removes it.  Fix: read records in the
     # scripts with redis.pcall (or check TYPE) and hand a non-string over as a value
     # the manager calls damaged (e.g. b""); GET -> a typed read in Python the same way.
-    mgr = open_mgr()
+    mgr = open_redis()
     good = mgr.create({"a": 1})
     keys = Keys(namespace)
     raw.hset(keys.record(b"foreign"), "field", "value")
@@ -288,7 +250,7 @@ def test_an_intact_session_another_program_wrote_gets_a_mailbox_once_rewritten(
 
 
 def test_foreign_members_of_the_idle_and_expiry_indexes_never_stop_a_sweep(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str, clock: torpor.ManualClock
+    open_redis: OpenFn, raw: redis.Redis, namespace: str, clock: torpor.ManualClock
 ) -> None:
     # Wrong: _below() decodes every member of the idle/expiry sorted sets as UTF-8
     # ("only stores index ids: all valid"), so one foreign member that is not UTF-8
@@ -297,7 +259,7 @@ def test_foreign_members_of_the_idle_and_expiry_indexes_never_stop_a_sweep(
     # the same member in the ids set: it returns it as bytes.)  Contract §8: sweeps
     # skip foreign data and keep going; §3: only torpor.errors.  Fix: skip (or ZREM)
     # members that do not decode.
-    mgr = open_mgr()
+    mgr = open_redis()
     mgr.create({}, timeout_ms=60_000)
     mgr.create({}, timeout_ms=1_000)
     keys = Keys(namespace)
@@ -311,14 +273,14 @@ def test_foreign_members_of_the_idle_and_expiry_indexes_never_stop_a_sweep(
 # -- arguments at their limits ----------------------------------------------------------
 
 
-def test_huge_batch_sizes_and_max_messages_work_as_on_other_backends(open_mgr: OpenFn) -> None:
+def test_huge_batch_sizes_and_max_messages_work_as_on_other_backends(open_redis: OpenFn) -> None:
     # Wrong: batch_size and max_messages go into Lua as numbers and back into Redis
     # commands; past 2**53 Lua formats them as "9.2233720368547758e+18" and ZRANGE
     # LIMIT / LPOP refuse them: ids(), sessions() and receive() raise
     # BackendUnavailable where ets_like and lmdb answer.  Contract §3: only
     # batch_size < 1 and max_messages < 1 are argument errors; any larger value works.
     # Fix: clamp both in Python (e.g. to 2**31) before they reach the server.
-    mgr = open_mgr()
+    mgr = open_redis()
     s = mgr.create({})
     mgr.send(s.id, "m")
     assert list(mgr.ids(batch_size=2**63)) == [s.id]
@@ -757,7 +719,7 @@ def test_after_close_no_hook_reaches_the_server(
 
 
 def test_stats_counts_the_index_sets_and_the_mail_the_namespace_keeps(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, raw: redis.Redis, namespace: str
 ) -> None:
     # Wrong: torpor_stats sums MEMORY USAGE of the records and the six per-bucket
     # index keys only; the secondary index's per-value sets (x:<entry>) and every
@@ -769,7 +731,7 @@ def test_stats_counts_the_index_sets_and_the_mail_the_namespace_keeps(
     # 100 bytes per write and per send, worth saying too.)  Fix: include the x: sets
     # (listed in xs) and the mail lanes (listed by the inc hash), or say what is
     # counted.
-    mgr = open_mgr()
+    mgr = open_redis()
     mgr.create_index("email")
     for i in range(200):
         s = mgr.create({"email": f"user{i}@example.com"})

@@ -12,66 +12,30 @@ import threading
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 import torpor
+from tests.redis_fixtures import OpenFn
 from tests.servers import ServerBinary, Standalone, standalone
 from torpor.errors import BackendUnavailable, ConfigError
-from torpor.plugins.redis import RedisBackend, create_backend
+from torpor.plugins.redis import create_backend
 from torpor.plugins.redis._config import check_server, parse_version, redact
 from torpor.plugins.redis._keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
-OpenFn = Callable[..., torpor.Manager]
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f"test-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def raw(redis_standalone: Standalone) -> Iterator[redis.Redis]:
-    """A plain client to look at what the backend wrote."""
-    with redis.Redis.from_url(redis_standalone.url) as client:
-        yield client
-
-
-@pytest.fixture
-def clock() -> torpor.ManualClock:
-    return torpor.ManualClock()
-
-
-@pytest.fixture
-def open_mgr(
-    redis_standalone: Standalone, namespace: str, clock: torpor.ManualClock
-) -> Iterator[OpenFn]:
-    opened: list[torpor.Manager] = []
-
-    def make(backend: RedisBackend | None = None, **options: object) -> torpor.Manager:
-        if backend is None:
-            backend = create_backend(url=redis_standalone.url, namespace=namespace)
-        mgr = torpor.open(backend, clock=clock, sweeper=False, **options)
-        opened.append(mgr)
-        return mgr
-
-    yield make
-    for mgr in opened:
-        mgr.close()
 
 
 # -- hooks and key layout -------------------------------------------------------------
 
 
 def test_crud_keeps_record_and_indexes_in_step(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str, clock: torpor.ManualClock
+    open_redis: OpenFn, raw: redis.Redis, namespace: str, clock: torpor.ManualClock
 ) -> None:
     keys = Keys(namespace)
-    mgr = open_mgr()
+    mgr = open_redis()
     s = mgr.create({"user": "ada"}, session_id="s1", timeout_ms=60_000)
     assert raw.get(keys.record(b"s1")) is not None
     assert raw.zrange(keys.ids, 0, -1) == [b"s1"]
@@ -91,19 +55,19 @@ def test_crud_keeps_record_and_indexes_in_step(
 
 
 def test_a_session_without_timeout_has_no_expiry_entry(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, raw: redis.Redis, namespace: str
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     mgr.create({}, session_id="forever", timeout_ms=None)
     assert raw.zscore(Keys(namespace).expiry, b"forever") is None
     assert raw.ttl(Keys(namespace).record(b"forever")) == -1  # no Redis TTL on torpor keys
 
 
 def test_idle_and_expired_ids_come_from_the_indexes_oldest_first(
-    open_mgr: OpenFn, clock: torpor.ManualClock, redis_standalone: Standalone, namespace: str
+    open_redis: OpenFn, clock: torpor.ManualClock, redis_standalone: Standalone, namespace: str
 ) -> None:
     backend = create_backend(url=redis_standalone.url, namespace=namespace)
-    mgr = open_mgr(backend)
+    mgr = open_redis(backend)
     for i in range(5):
         mgr.create({}, session_id=f"s{i}", timeout_ms=10_000 + i)
         clock.advance(100)
@@ -117,10 +81,10 @@ def test_idle_and_expired_ids_come_from_the_indexes_oldest_first(
     assert backend.torpor_expired_ids(clock(), 10) == []
 
 
-def test_updates_from_threads_of_two_clients_lose_nothing(open_mgr: OpenFn) -> None:
+def test_updates_from_threads_of_two_clients_lose_nothing(open_redis: OpenFn) -> None:
     # Two managers are two connection pools: their threads meet only in the
     # server-side compare-and-set, which is what other processes meet.
-    managers = [open_mgr(), open_mgr()]
+    managers = [open_redis(), open_redis()]
     ids = [managers[0].create({"n": 0}, timeout_ms=None).id for _ in range(3)]
     errors: list[BaseException] = []
 
@@ -140,8 +104,8 @@ def test_updates_from_threads_of_two_clients_lose_nothing(open_mgr: OpenFn) -> N
     assert sum(managers[1].peek(i).data["n"] for i in ids) == 8 * 150  # type: ignore[union-attr]
 
 
-def test_a_walk_meets_each_session_once_while_others_write(open_mgr: OpenFn) -> None:
-    mgr = open_mgr()
+def test_a_walk_meets_each_session_once_while_others_write(open_redis: OpenFn) -> None:
+    mgr = open_redis()
     stable = {mgr.create({"i": i}, session_id=f"stable-{i:04}").id for i in range(400)}
     stop = threading.Event()
 
@@ -167,10 +131,10 @@ def test_a_walk_meets_each_session_once_while_others_write(open_mgr: OpenFn) -> 
 
 
 def test_an_id_walk_pages_by_utf8_bytes(
-    open_mgr: OpenFn, redis_standalone: Standalone, namespace: str
+    open_redis: OpenFn, redis_standalone: Standalone, namespace: str
 ) -> None:
     backend = create_backend(url=redis_standalone.url, namespace=namespace)
-    mgr = open_mgr(backend)
+    mgr = open_redis(backend)
     names = ["b", "a", "é", "z", "ä", "\U0001f600", "A"]
     for name in names:
         mgr.create({}, session_id=name)
@@ -185,9 +149,9 @@ def test_an_id_walk_pages_by_utf8_bytes(
 
 
 def test_memory_is_the_servers_own_count_and_drops_on_hibernation(
-    open_mgr: OpenFn, clock: torpor.ManualClock
+    open_redis: OpenFn, clock: torpor.ManualClock
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     for _ in range(50):
         mgr.create({"messages": [f"message number {j} of a long chat" for j in range(40)]})
     before = mgr.stats().memory_bytes

@@ -7,47 +7,16 @@ from __future__ import annotations
 
 import random
 import threading
-import uuid
-from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
 import torpor
+from tests.redis_fixtures import OpenFn
 from tests.servers import Standalone
 from torpor.errors import BackendUnavailable, ConfigError, SerializationError
 from torpor.plugins.redis import RedisBackend, create_backend
 from torpor.plugins.redis._keys import Keys
-
-OpenFn = Callable[[], torpor.Manager]
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f"test-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def raw(redis_standalone: Standalone) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_standalone.url) as client:
-        yield client
-
-
-@pytest.fixture
-def open_mgr(redis_standalone: Standalone, namespace: str) -> Iterator[OpenFn]:
-    """Each call: a manager over its own backend and connection pool (as another
-    process would have), on the same namespace."""
-    opened: list[torpor.Manager] = []
-
-    def make() -> torpor.Manager:
-        backend = create_backend(url=redis_standalone.url, namespace=namespace)
-        mgr = torpor.open(backend, clock=torpor.ManualClock(), sweeper=False)
-        opened.append(mgr)
-        return mgr
-
-    yield make
-    for mgr in opened:
-        mgr.close()
 
 
 def _scan(mgr: torpor.Manager, **criteria: object) -> set[str]:
@@ -56,9 +25,9 @@ def _scan(mgr: torpor.Manager, **criteria: object) -> set[str]:
 
 
 def test_a_client_that_has_not_seen_create_index_still_indexes_its_writes(
-    open_mgr: OpenFn,
+    open_redis: OpenFn,
 ) -> None:
-    writer, indexer = open_mgr(), open_mgr()
+    writer, indexer = open_redis(), open_redis()
     writer.create({"colour": "red"}, session_id="before")  # caches "no indexed fields"
     indexer.create_index("colour")
     writer.update("before", lambda d: {**d, "colour": "blue"})
@@ -71,9 +40,9 @@ def test_a_client_that_has_not_seen_create_index_still_indexes_its_writes(
 
 
 def test_find_answers_through_the_index_only_once_it_is_ready(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, raw: redis.Redis, namespace: str
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     for i in range(30):
         mgr.create({"k": i % 3}, session_id=f"s{i}")
     bucket = Keys(namespace).buckets[0]
@@ -88,8 +57,8 @@ def test_find_answers_through_the_index_only_once_it_is_ready(
     assert raw.scard(bucket.entry(torpor.indexing.index_entry("k", 1))) == 10
 
 
-def test_a_backfill_racing_writers_leaves_the_index_equal_to_a_scan(open_mgr: OpenFn) -> None:
-    mgr, other = open_mgr(), open_mgr()
+def test_a_backfill_racing_writers_leaves_the_index_equal_to_a_scan(open_redis: OpenFn) -> None:
+    mgr, other = open_redis(), open_redis()
     for i in range(400):
         mgr.create({"k": i % 5, "n": 0}, session_id=f"s{i}")
     done = threading.Event()
@@ -117,9 +86,9 @@ def test_a_backfill_racing_writers_leaves_the_index_equal_to_a_scan(open_mgr: Op
 
 
 def test_foreign_bytes_over_a_record_are_skipped_by_ids_and_counted(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, raw: redis.Redis, namespace: str
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     for i in range(5):
         mgr.create({"i": i}, session_id=f"s{i}")
     raw.set(Keys(namespace).record(b"s2"), b"not a torpor record")

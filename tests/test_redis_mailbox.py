@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 import redis
 
 import torpor
+from tests.redis_fixtures import OpenFn
 from tests.servers import Cluster, ServerBinary, Standalone, standalone
 from torpor import codec
 from torpor.conformance.helpers import blocked_consumer
@@ -28,7 +29,6 @@ from torpor.plugins.redis._keys import Keys
 from torpor.plugins.redis._mailbox import COUNT_TTL_MS, RedisMailbox
 
 ROOT = Path(__file__).resolve().parent.parent
-OpenFn = Callable[..., torpor.Manager]
 
 # A second process: a manager of its own on the same namespace.  argv: url, namespace,
 # mode, session ids.  "consume": receive until idle for 0.5 s, print what came.
@@ -66,38 +66,8 @@ print(json.dumps(out))
 
 
 @pytest.fixture
-def namespace() -> str:
-    return f"mbx-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def raw(redis_standalone: Standalone) -> Iterator[redis.Redis]:
-    """A plain client to look at what the mailbox left in the keyspace."""
-    with redis.Redis.from_url(redis_standalone.url) as client:
-        yield client
-
-
-@pytest.fixture
 def backend(redis_standalone: Standalone, namespace: str) -> RedisBackend:
     return create_backend(url=redis_standalone.url, namespace=namespace)
-
-
-@pytest.fixture
-def open_mgr(redis_standalone: Standalone, namespace: str) -> Iterator[OpenFn]:
-    opened: list[torpor.Manager] = []
-
-    def make(
-        backend: RedisBackend | None = None, clock: torpor.ManualClock | None = None
-    ) -> torpor.Manager:
-        if backend is None:
-            backend = create_backend(url=redis_standalone.url, namespace=namespace)
-        mgr = torpor.open(backend, clock=clock or torpor.ManualClock(), sweeper=False)
-        opened.append(mgr)
-        return mgr
-
-    yield make
-    for mgr in opened:
-        mgr.close()
 
 
 def _mail_key(namespace: str, lane: str, session: torpor.Session) -> bytes:
@@ -135,16 +105,16 @@ def _result(child: subprocess.Popen[str]) -> dict[str, Any]:
 # -- lanes ------------------------------------------------------------------------------
 
 
-def test_the_backend_claims_the_shared_mailbox(open_mgr: OpenFn, backend: RedisBackend) -> None:
-    mgr = open_mgr(backend)
+def test_the_backend_claims_the_shared_mailbox(open_redis: OpenFn, backend: RedisBackend) -> None:
+    mgr = open_redis(backend)
     assert torpor.Capability.SHARED_MAILBOX in mgr.capabilities
     assert isinstance(backend.torpor_mailbox(), RedisMailbox)
 
 
 def test_priority_lane_first_each_lane_fifo_in_the_keyspace(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, raw: redis.Redis, namespace: str
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     s = mgr.create({})
     for i in range(5):
         mgr.send(s.id, i)
@@ -163,10 +133,10 @@ def test_priority_lane_first_each_lane_fifo_in_the_keyspace(
 
 
 def test_a_send_resent_after_a_lost_reply_is_queued_once(
-    open_mgr: OpenFn, backend: RedisBackend, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, backend: RedisBackend, raw: redis.Redis, namespace: str
 ) -> None:
     # What redis-py does after a timeout: the same call again, with the same token.
-    mgr = open_mgr(backend)
+    mgr = open_redis(backend)
     s = mgr.create({})
     member = s.id.encode()
     bucket = backend.keys.bucket_of(member)
@@ -180,9 +150,9 @@ def test_a_send_resent_after_a_lost_reply_is_queued_once(
 
 
 def test_a_waiting_receive_returns_the_first_message_without_filling_the_batch(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, raw: redis.Redis, namespace: str
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     s = mgr.create({})
     received: list[list[Any]] = []
     consumer, raised = blocked_consumer(mgr, s.id, received=received)
@@ -197,9 +167,9 @@ def test_a_waiting_receive_returns_the_first_message_without_filling_the_batch(
 
 
 def test_a_receive_that_times_out_returns_nothing_and_leaves_no_count(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, raw: redis.Redis, namespace: str
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     s = mgr.create({})
     assert mgr.receive(s.id, max_messages=5, timeout=0.3) == []
     assert not raw.exists(_mail_key(namespace, "mq", s))
@@ -209,9 +179,9 @@ def test_a_receive_that_times_out_returns_nothing_and_leaves_no_count(
 
 
 def test_priority_behind_100000_normal_messages_comes_first_and_leaves_the_backlog(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, raw: redis.Redis, namespace: str
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     s = mgr.create({})
     normal = _mail_key(namespace, "mn", s)
     backlog = [codec.encode_value(i) for i in range(100_000)]
@@ -230,8 +200,8 @@ def test_priority_behind_100000_normal_messages_comes_first_and_leaves_the_backl
 # -- exactly once -------------------------------------------------------------------------
 
 
-def test_exactly_once_to_threads_blocked_while_messages_arrive(open_mgr: OpenFn) -> None:
-    mgr = open_mgr()
+def test_exactly_once_to_threads_blocked_while_messages_arrive(open_redis: OpenFn) -> None:
+    mgr = open_redis()
     s = mgr.create({})
     total = 1500
     parts: list[list[int]] = [[] for _ in range(4)]
@@ -263,9 +233,9 @@ def test_exactly_once_to_threads_blocked_while_messages_arrive(open_mgr: OpenFn)
 
 
 def test_exactly_once_between_two_processes(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str, redis_standalone: Standalone
+    open_redis: OpenFn, raw: redis.Redis, namespace: str, redis_standalone: Standalone
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     s = mgr.create({}, timeout_ms=None)
     child = _child(redis_standalone.url, namespace, "consume", s.id)
     _wait_until(_registered(raw, _mail_key(namespace, "mq", s), 1), "the child blocked")
@@ -289,14 +259,14 @@ def test_exactly_once_between_two_processes(
 
 
 def test_more_receivers_than_blocking_connections_take_turns(
-    open_mgr: OpenFn, redis_standalone: Standalone, namespace: str
+    open_redis: OpenFn, redis_standalone: Standalone, namespace: str
 ) -> None:
     # One connection per pool: two of the three receivers find none free for a while
     # and poll instead of blocking on the server; each still gets its message once.
     backend = create_backend(
         url=redis_standalone.url, namespace=namespace, max_connections=1, pool_timeout=0.1
     )
-    mgr = open_mgr(backend)
+    mgr = open_redis(backend)
     s = mgr.create({})
     got: list[list[Any]] = []
     consumers = [blocked_consumer(mgr, s.id, received=got) for _ in range(3)]
@@ -313,9 +283,9 @@ def test_more_receivers_than_blocking_connections_take_turns(
 
 
 def test_a_cancel_and_a_delete_reach_receivers_blocked_in_another_process(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str, redis_standalone: Standalone
+    open_redis: OpenFn, raw: redis.Redis, namespace: str, redis_standalone: Standalone
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     cancelled = mgr.create({}, timeout_ms=None)
     deleted = mgr.create({}, timeout_ms=None)
     child = _child(redis_standalone.url, namespace, "block", cancelled.id, deleted.id)
@@ -334,10 +304,10 @@ def test_a_cancel_and_a_delete_reach_receivers_blocked_in_another_process(
 
 
 def test_an_expiry_sweep_wakes_every_receiver_with_session_not_found(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, raw: redis.Redis, namespace: str
 ) -> None:
     clock = torpor.ManualClock()
-    mgr = open_mgr(clock=clock)
+    mgr = open_redis(clock=clock)
     s = mgr.create({}, timeout_ms=1000)
     consumers = [blocked_consumer(mgr, s.id) for _ in range(3)]
     _wait_until(_registered(raw, _mail_key(namespace, "mq", s), 3), "3 receivers counted")
@@ -350,9 +320,9 @@ def test_an_expiry_sweep_wakes_every_receiver_with_session_not_found(
 
 
 def test_mail_goes_with_its_session_and_never_reaches_the_id_created_again(
-    open_mgr: OpenFn, backend: RedisBackend, raw: redis.Redis, namespace: str
+    open_redis: OpenFn, backend: RedisBackend, raw: redis.Redis, namespace: str
 ) -> None:
-    mgr = open_mgr(backend)
+    mgr = open_redis(backend)
     mailbox = RedisMailbox(backend)
     old = mgr.create({}, session_id="again")
     mgr.send("again", "stale")
@@ -374,9 +344,9 @@ def test_mail_goes_with_its_session_and_never_reaches_the_id_created_again(
 
 
 def test_a_receiver_of_a_cancelled_incarnation_hears_cancelled_before_the_mark_lapses(
-    open_mgr: OpenFn, backend: RedisBackend
+    open_redis: OpenFn, backend: RedisBackend
 ) -> None:
-    mgr = open_mgr(backend)
+    mgr = open_redis(backend)
     mailbox = RedisMailbox(backend)
     s = mgr.create({})
     assert mgr.cancel(s.id)
@@ -387,9 +357,9 @@ def test_a_receiver_of_a_cancelled_incarnation_hears_cancelled_before_the_mark_l
 
 @pytest.mark.parametrize("removal", ["cancel", "delete"])
 def test_a_receiver_whose_wake_up_went_missing_learns_of_the_removal_between_slices(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str, removal: str
+    open_redis: OpenFn, raw: redis.Redis, namespace: str, removal: str
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     s = mgr.create({})
     thread, raised = blocked_consumer(mgr, s.id)
     raw.delete(_mail_key(namespace, "mq", s))  # as if its count had lapsed: no wake-up
@@ -401,9 +371,9 @@ def test_a_receiver_whose_wake_up_went_missing_learns_of_the_removal_between_sli
 
 
 def test_a_killed_receivers_count_lapses(
-    open_mgr: OpenFn, raw: redis.Redis, namespace: str, redis_standalone: Standalone
+    open_redis: OpenFn, raw: redis.Redis, namespace: str, redis_standalone: Standalone
 ) -> None:
-    mgr = open_mgr()
+    mgr = open_redis()
     s = mgr.create({}, timeout_ms=None)
     child = _child(redis_standalone.url, namespace, "block", s.id)
     count = _mail_key(namespace, "mq", s)
@@ -419,9 +389,9 @@ def test_a_killed_receivers_count_lapses(
 
 
 def test_close_wakes_a_blocked_receiver_with_client_unblock(
-    open_mgr: OpenFn, backend: RedisBackend, raw: redis.Redis
+    open_redis: OpenFn, backend: RedisBackend, raw: redis.Redis
 ) -> None:
-    mgr = open_mgr(backend)
+    mgr = open_redis(backend)
     mailbox = RedisMailbox(backend)  # a second mailbox of the same backend
     s = mgr.create({})
     before = _unblocks(raw)

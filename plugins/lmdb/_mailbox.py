@@ -26,7 +26,8 @@ import threading
 import time
 from typing import Final
 
-from torpor.errors import ManagerClosed, SessionCancelled, SessionNotFound
+from torpor._mailbox import closed_while_waiting, gone_while_waiting
+from torpor.errors import ManagerClosed
 from torpor.plugins.lmdb._env import SharedEnv, Txn
 from torpor.plugins.lmdb._store import Store, incarnation_bits, mail_prefix
 
@@ -97,7 +98,7 @@ class LmdbMailbox:
             while True:
                 with self._lock:
                     if self._closed:
-                        raise _closed(session_id)
+                        raise closed_while_waiting(session_id)
                     generation = waiting.generation
                 alive, queued, cancelled = self._shared.read(
                     lambda txn: self._look(txn, key, wanted)
@@ -109,7 +110,7 @@ class LmdbMailbox:
                     if taken:
                         return taken
                 if not alive:
-                    raise _gone(session_id, cancelled)
+                    raise gone_while_waiting(session_id, cancelled)
                 if not checked:
                     checked = True
                     with self._lock:
@@ -240,13 +241,3 @@ def _refuse_if_closed(store: Store) -> None:
     acknowledge it."""
     if store.closing:
         raise ManagerClosed("the manager was closed; this mailbox change was not applied")
-
-
-def _closed(session_id: str) -> ManagerClosed:
-    return ManagerClosed(f"the manager was closed while waiting on session {session_id!r}")
-
-
-def _gone(session_id: str, cancelled: bool) -> Exception:
-    if cancelled:
-        return SessionCancelled(f"session {session_id!r} was cancelled")
-    return SessionNotFound(f"session {session_id!r} was deleted or has expired")

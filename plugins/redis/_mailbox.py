@@ -64,7 +64,8 @@ from typing import Any, Final, Protocol
 import redis
 from redis.cluster import RedisCluster
 
-from torpor.errors import ConfigError, ManagerClosed, SessionCancelled, SessionNotFound, TorporError
+from torpor._mailbox import closed_while_waiting, gone_while_waiting
+from torpor.errors import ConfigError, TorporError
 from torpor.plugins.redis._items import packed
 from torpor.plugins.redis._keys import Keys
 
@@ -165,26 +166,26 @@ class RedisMailbox:
         self, session_id: str, incarnation: int, max_messages: int, timeout: float
     ) -> list[bytes]:
         if self._closed.is_set():
-            raise _closed_error(session_id)
+            raise closed_while_waiting(session_id)
         box = self._box(session_id, incarnation)
         if timeout <= 0:
             status, taken, _ = self._take(box, max_messages, "n")
             if status != _ALIVE:
-                raise _gone(session_id, status == _CANCELLED)
+                raise gone_while_waiting(session_id, status == _CANCELLED)
             return taken
         deadline = time.monotonic() + timeout
         status, taken, _ = self._take(box, max_messages, "j")
         if taken:
             return taken
         if status != _ALIVE:
-            raise _gone(session_id, status == _CANCELLED)
+            raise gone_while_waiting(session_id, status == _CANCELLED)
         with self._lock:
             self._waiting[session_id] = self._waiting.get(session_id, 0) + 1
         registered = True  # counted in mq: leave it on the way out
         try:
             while True:
                 if self._closed.is_set():
-                    raise _closed_error(session_id)
+                    raise closed_while_waiting(session_id)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
@@ -193,17 +194,17 @@ class RedisMailbox:
                     key, first = popped
                     registered = False  # the removal deleted mq; the fill leaves it
                     if key == box.mw:
-                        raise _gone(session_id, first == b"cancelled")
+                        raise gone_while_waiting(session_id, first == b"cancelled")
                     return self._fill(box, key, first, max_messages)
                 if self._closed.is_set():
-                    raise _closed_error(session_id)
+                    raise closed_while_waiting(session_id)
                 status, taken, _ = self._take(box, max_messages, "r")
                 if taken or status != _ALIVE:
                     registered = False
                 if taken:
                     return taken
                 if status != _ALIVE:
-                    raise _gone(session_id, status == _CANCELLED)
+                    raise gone_while_waiting(session_id, status == _CANCELLED)
         finally:
             with self._lock:
                 left = self._waiting[session_id] - 1
@@ -403,13 +404,3 @@ def _connection(pool: Any) -> Any:
         if "No connection available" in str(exc):
             return None
         raise
-
-
-def _closed_error(session_id: str) -> ManagerClosed:
-    return ManagerClosed(f"the manager was closed while waiting on session {session_id!r}")
-
-
-def _gone(session_id: str, cancelled: bool) -> Exception:
-    if cancelled:
-        return SessionCancelled(f"session {session_id!r} was cancelled")
-    return SessionNotFound(f"session {session_id!r} was deleted or has expired")
