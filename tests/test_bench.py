@@ -8,15 +8,18 @@ paired samples' ratios), and the statistics are checked on hand-made samples.
 from __future__ import annotations
 
 import json
+import secrets
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from click.testing import CliRunner
 
 import torpor
+from tests.servers.standalone import Standalone
 from torpor.cli import cli
 from torpor.cli.bench._goals import goals
 from torpor.cli.bench._memory import MemoryFigure
@@ -307,3 +310,107 @@ def test_versus_runs_both_versions_alternately_and_pairs_them(tmp_path: Path) ->
 def test_versus_with_a_python_that_fails_is_a_clear_error() -> None:
     result = CliRunner().invoke(cli, ["bench", "--quick", "--versus", "/nonexistent/python"])
     assert result.exit_code != 0 and "--versus: could not run /nonexistent/python" in result.output
+
+
+# -- redis: a server of the tests' own ----------------------------------------------
+def _keys_under(server: Standalone, namespace: str) -> list[bytes]:
+    with redis.Redis.from_url(server.url) as client:
+        return list(client.scan_iter(match=f"torpor:{{{namespace}*", count=1000))
+
+
+def test_the_raw_redis_engine_stores_and_decodes_the_same_data(
+    redis_standalone: Standalone,
+) -> None:
+    from torpor.cli.bench._redis import RedisEngine
+    from torpor.cli.bench._settings import payloads
+
+    data, namespace = payloads(), f"bench-raw-{secrets.token_hex(4)}"
+    engine = RedisEngine({"url": redis_standalone.url, "namespace": namespace}, 3, data)
+    try:
+        assert engine.get(4) == data[1]  # i picks a key modulo the count
+        engine.update(1)
+        assert engine.get(1) == {**data[1], "turn": 1}
+        engine.put(5)
+        engine.put(6)
+        assert engine.spare() == 2
+        engine.delete()
+        assert engine.spare() == 1
+        assert _keys_under(redis_standalone, namespace)
+    finally:
+        engine.close()
+    assert _keys_under(redis_standalone, namespace) == []  # its namespace is deleted
+
+
+def test_redis_bench_reports_issue_10s_cases_and_goals_and_leaves_no_key(
+    redis_standalone: Standalone, tmp_path: Path
+) -> None:
+    out, namespace = tmp_path / "bench.json", f"bench-{secrets.token_hex(4)}"
+    sizes = (20, 60)
+    _bench(
+        "--backend", "redis",
+        "--option", f"url={redis_standalone.url}",
+        "--option", f"namespace={namespace}",
+        "--sessions", "30", "--calls", "20", "--write-calls", "5", "--backlog", "50",
+        "--sweep-sizes", ",".join(map(str, sizes)),
+        "--json", str(out),
+    )  # fmt: skip
+    (run,) = json.loads(out.read_text(encoding="utf-8"))["backends"]
+    samples = {case["name"]: case["samples_us"] for case in run["cases"]}
+    expected = EVERY_BACKEND + [f"{op}, raw redis-py" for op in ("get", "put", "update", "delete")]
+    # Touches of cold reads are buffered (touch_resolution_ms=1000 by default).
+    expected += ["get cold: its flush() share", "get cold: the read alone"]
+    for size in sizes:
+        expected += [
+            f"ids() walk, {size:,} sessions",
+            f"sessions() walk, {size:,} sessions",
+            f"expiry sweep, {size:,} sessions",
+            f"raw pipelined walk, {size:,} sessions",
+            f"raw pipelined sweep, {size:,} sessions",
+        ]
+    assert set(expected) <= set(samples), set(expected) - set(samples)
+    assert all(len(v) == MIN_REPEATS and min(v) > 0 for v in samples.values())
+    pairs = {(r["case"], r["baseline"]): r for r in run["ratios"]}
+    big = f"{sizes[-1]:,} sessions"
+    for pair in [
+        ("get hot", "get, raw redis-py"),
+        ("priority receive, backlog", "priority receive, empty"),
+        (f"ids() walk, {big}", f"raw pipelined walk, {big}"),
+        (f"sessions() walk, {big}", f"raw pipelined walk, {big}"),
+        (f"expiry sweep, {big}", f"raw pipelined walk, {big}"),
+        (f"expiry sweep, {big}", f"raw pipelined sweep, {big}"),
+        (f"expiry sweep, {big}", f"expiry sweep, {sizes[0]:,} sessions"),
+    ]:
+        ratio = pairs[pair]
+        paired = [c / b for c, b in zip(samples[pair[0]], samples[pair[1]], strict=True)]
+        assert ratio["median"] == pytest.approx(statistics.median(paired)), pair
+    goals = {g["name"]: g for g in run["goals"]}
+    for name, pair in [
+        ("get hot within 1.2x of raw redis-py GET + decode", ("get hot", "get, raw redis-py")),
+        (
+            f"ids() walk, {big} within 2x of raw pipelined walk, {big}, per session",
+            (f"ids() walk, {big}", f"raw pipelined walk, {big}"),
+        ),
+        (
+            f"expiry sweep, {big} within 2x of raw pipelined walk, {big}, per session",
+            (f"expiry sweep, {big}", f"raw pipelined walk, {big}"),
+        ),
+        (
+            "priority receive behind the backlog within 1.2x of an empty mailbox",
+            ("priority receive, backlog", "priority receive, empty"),
+        ),
+    ]:
+        assert goals[name]["value"] == pytest.approx(pairs[pair]["median"]), name
+    # Issue 9's linearity goal still divides the sweep by the smaller store's.
+    linear = f"expiry sweep, {big} within 1.5x of expiry sweep, {sizes[0]:,} sessions, per session"
+    assert linear in goals
+    # Every store lived in a namespace of its own under the one given, all deleted.
+    assert _keys_under(redis_standalone, namespace) == []
+
+
+def test_redis_bench_without_a_server_is_a_one_line_error() -> None:
+    result = CliRunner().invoke(cli, ["bench", "--quick", "--backend", "redis"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [
+        "Error: bench --backend redis needs a server: --option url=redis://HOST:PORT "
+        "(or sentinels=HOST:PORT,... with service_name=NAME)"
+    ]

@@ -101,8 +101,14 @@ class _SweepWatch:
 @contextmanager
 def scratch_storage(backend: str, options: Mapping[str, str]) -> Iterator[dict[str, Any]]:
     """Options for one more manager over storage of its own: a new folder when the
-    backend keeps one (``lmdb``, or any backend given a ``path``), removed afterwards."""
-    if not profile_for(backend).folder and "path" not in options:
+    backend keeps one (``lmdb``, or any backend given a ``path``), or what the
+    profile's ``scratch`` makes (redis: a namespace), removed afterwards."""
+    profile = profile_for(backend)
+    if profile.scratch is not None:  # a server's namespace, say: the profile makes one
+        with profile.scratch(options) as storage:
+            yield storage
+        return
+    if not profile.folder and "path" not in options:
         yield dict(options)
         return
     with tempfile.TemporaryDirectory(prefix="torpor-bench-", ignore_cleanup_errors=True) as d:

@@ -1,4 +1,5 @@
-"""The performance goals of issue 9, read off one run's ratios and memory figures.
+"""The performance goals of issues 9 and 10, read off one run's ratios and memory
+figures.  Issue 10's are redis's: they appear where the raw redis-py baselines ran.
 
 Reported, never enforced: a goal depends on the machine (a disk's fsync, a loaded
 CPU), and the command's exit status is kept for the checked sweep limits.
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torpor.cli.bench._memory import MemoryFigure
+from torpor.cli.bench._redis import RAW_LABEL, RAW_WALK
 from torpor.cli.bench._runner import RatioResult
 
 __all__ = ["Goal", "goals"]
@@ -73,7 +75,9 @@ def goals(
                 "KiB",
             )
         )
-    sweeps = [r for r in ratios if r.case.startswith("expiry sweep")]
+    sweeps = [
+        r for r in ratios if r.case.startswith("expiry sweep") and r.baseline.startswith("expiry")
+    ]
     if sweeps:
         last = sweeps[-1]
         found.append(
@@ -85,4 +89,27 @@ def goals(
                 "x",
             )
         )
+    return found + _redis_goals(by_pair, ratios)
+
+
+def _redis_goals(
+    by_pair: dict[tuple[str, str], float], ratios: Sequence[RatioResult]
+) -> list[Goal]:
+    """Issue 10's: a hot ``get`` against redis-py's ``GET`` and the same decode; the
+    ids() walk and the expiry sweep, per session, against a raw pipelined walk at the
+    largest size; a priority receive behind the backlog against an empty mailbox."""
+    raw_get = by_pair.get(("get hot", f"get, {RAW_LABEL}"))
+    if raw_get is None:
+        return []
+    found = [Goal(f"get hot within 1.2x of {RAW_LABEL} GET + decode", raw_get, 1.2, False, "x")]
+    for case in ("ids() walk", "expiry sweep"):
+        against = [r for r in ratios if r.case.startswith(case) and r.baseline.startswith(RAW_WALK)]
+        if against:
+            last = against[-1]  # the largest store: sizes run in ascending order
+            name = f"{last.case} within 2x of {last.baseline}, per session"
+            found.append(Goal(name, last.summary.median, 2.0, False, "x"))
+    backlog = by_pair.get(("priority receive, backlog", "priority receive, empty"))
+    if backlog is not None:
+        name = "priority receive behind the backlog within 1.2x of an empty mailbox"
+        found.append(Goal(name, backlog, 1.2, False, "x"))
     return found

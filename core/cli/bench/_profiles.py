@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["Profile", "RawEngine", "profile_for"]
+from torpor.cli.bench._runner import Block
+
+if TYPE_CHECKING:
+    from torpor.cli.bench._context import Context
+
+__all__ = ["Profile", "RawEngine", "ScalingRaw", "Scratch", "profile_for"]
 
 
 class RawEngine(Protocol):
@@ -45,6 +51,14 @@ class RawEngine(Protocol):
 RawFactory = Callable[[Mapping[str, str], int, tuple[dict[str, Any], ...]], RawEngine]
 """(the command's backend options, keys to fill, payloads) -> an engine filled."""
 
+Scratch = Callable[[Mapping[str, str]], AbstractContextManager[dict[str, Any]]]
+"""(the command's backend options) -> the options of a new, empty store, on entering;
+the store is deleted on exit."""
+
+ScalingRaw = Callable[["Context", int], Block]
+"""(the run's context, a store size) -> a block timing the raw engine's walk and its
+expiry sweep over a store of that size, per session, as its two cases in that order."""
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -61,6 +75,12 @@ class Profile:
     clone: Callable[[Path, Path], None] | None = None
     # Sessions live in this process's heap, so tracemalloc measures what they cost.
     heap: bool = False
+    # Where a store is neither a folder nor the process's heap (a server's namespace):
+    # storage of its own for each manager of the benchmark (``scratch_storage``).
+    scratch: Scratch | None = None
+    # The raw engine's floor of the size-dependent cases: the walks are divided by
+    # its walk, the expiry sweep by its walk and by its sweep (``scaling_blocks``).
+    scaling_raw: ScalingRaw | None = None
     calls: int = 10_000
     write_calls: int = 1_000
 
@@ -68,6 +88,7 @@ class Profile:
 _MODULES = {
     "ets_like": "torpor.cli.bench._ets_like",
     "lmdb": "torpor.cli.bench._lmdb",
+    "redis": "torpor.cli.bench._redis",
 }
 
 

@@ -49,16 +49,26 @@ def scaling_blocks(ctx: Context, memory: list[MemoryFigure]) -> list[Block]:
             f"sessions(batch_size={ctx.settings.walk_batch}) over every session, per session",
             "cleanup_expired() with every session expired, per removed session",
         )
+        raw = ctx.profile.scaling_raw
+        floors: tuple[tuple[str, ...], ...] = ((), (), ())
+        if raw is not None:
+            # The raw engine's own walk and sweep at this size (redis: pipelined ZRANGE
+            # + MGET), run as a block of its own and divided into torpor's: the walks
+            # by its walk, the sweep by its walk and by its sweep.
+            raw_block = raw(ctx, size)
+            walk, sweep = (case.name for case in raw_block.cases)
+            floors = ((walk,), (walk,), (walk, sweep))
+            blocks.append(raw_block)
         cases = tuple(
             Case(
                 name,
                 "session",
-                () if size == sizes[0] else (first,),
+                (() if size == sizes[0] else (first,)) + floor,
                 size=size,
                 calls=size,
                 what=what,
             )
-            for name, first, what in zip(names, smallest, whats, strict=True)
+            for name, first, what, floor in zip(names, smallest, whats, floors, strict=True)
         )
         blocks.append(Block(cases, _runner(ctx, size, memory), warm_up=False))
     return blocks
