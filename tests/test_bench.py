@@ -7,6 +7,7 @@ paired samples' ratios), and the statistics are checked on hand-made samples.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import statistics
@@ -17,8 +18,10 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
+from redis.cluster import RedisCluster
 
 import torpor
+from tests.servers.cluster import Cluster
 from tests.servers.standalone import Standalone
 from torpor.cli import cli
 from torpor.cli.bench._goals import goals
@@ -405,6 +408,43 @@ def test_redis_bench_reports_issue_10s_cases_and_goals_and_leaves_no_key(
     assert linear in goals
     # Every store lived in a namespace of its own under the one given, all deleted.
     assert _keys_under(redis_standalone, namespace) == []
+
+
+def test_on_a_cluster_the_raw_walk_and_sweep_run_and_every_node_is_left_empty(
+    redis_cluster: Cluster,
+) -> None:
+    # The raw keys share one hash tag (a Cluster pipeline refuses their MGET), while
+    # torpor's store spreads over the buckets of every node: all of it is deleted.
+    from contextlib import ExitStack
+
+    from rich.console import Console
+
+    from torpor.cli.bench._context import Context
+    from torpor.cli.bench._redis import PROFILE, raw_sweep_name, raw_walk_name, scaling_raw
+    from torpor.cli.bench._run import settings_for
+
+    namespace = f"bench-cluster-{secrets.token_hex(4)}"
+    options = {"url": redis_cluster.url, "cluster": "true", "namespace": namespace}
+    settings = dataclasses.replace(settings_for(PROFILE, {}), walk_batch=7)  # several batches
+    with RedisCluster.from_url(redis_cluster.url) as client:
+
+        def left() -> list[bytes]:
+            return list(client.scan_iter(match=f"torpor:{{{namespace}*", count=1000))
+
+        with ExitStack() as stack:
+            ctx = Context("redis", options, settings, PROFILE, stack, Console(quiet=True))
+            block = scaling_raw(ctx, 30)
+            assert [c.name for c in block.cases] == [raw_walk_name(30), raw_sweep_name(30)]
+            # Each run refills, walks and sweeps; a record missed is a ClickException.
+            assert all(seconds > 0 for seconds in block.run() + block.run())
+            with torpor.open("redis", **ctx.storage(), sweeper=False) as mgr:
+                for i in range(40):
+                    mgr.create({"n": i})
+            ranges = redis_cluster.slot_ranges
+            slots = [client.keyslot(k) for k in left() if b":r:" in k]
+            holding = {i for i, (a, b) in enumerate(ranges) for slot in slots if a <= slot <= b}
+            assert holding == set(range(len(ranges)))  # records on every primary
+        assert left() == []
 
 
 def test_redis_bench_without_a_server_is_a_one_line_error() -> None:

@@ -99,7 +99,9 @@ class Namespace:
     def __init__(self, options: Mapping[str, str]) -> None:
         if not options.get("url") and not options.get("sentinels"):
             raise click.ClickException(NEEDS_SERVER)
-        from torpor.plugins.redis import create_backend  # the redis extra, only here
+        from redis.cluster import RedisCluster  # the redis extra, only here
+
+        from torpor.plugins.redis import create_backend
 
         base = options.get("namespace") or "torpor-bench"
         self.name = f"{base}.{_RUN}.{next(_SERIAL)}"
@@ -107,8 +109,14 @@ class Namespace:
             self._backend: RedisBackend = create_backend(**{**options, "namespace": self.name})
         except TorporError as exc:
             raise click.ClickException(f"bench --backend redis: {exc}") from None
-        self.client: Any = self._backend.client
         self.prefix = b"torpor:{" + self.name.encode() + b"}:raw:"
+        self._every_node: Any = self._backend.client
+        self.client: Any = self._every_node
+        if isinstance(self.client, RedisCluster):
+            # The raw keys share one hash tag, so one node: talk to it directly, as
+            # torpor's one-bucket steps do, since a Cluster pipeline refuses MGET.
+            node = self.client.get_node_from_key(self.prefix)  # type: ignore[no-untyped-call]
+            self.client = self.client.get_redis_connection(node)
 
     def fail(self, exc: Exception) -> NoReturn:
         """Raise ``exc`` (a redis-py error) as the torpor error the backend would."""
@@ -122,13 +130,14 @@ class Namespace:
         removed = 0
         with self._backend.translated():
             batch: list[bytes] = []
-            for key in self.client.scan_iter(match=tag + b"[}#]*", count=_BATCH):
+            every = self._every_node  # torpor's buckets: on every node of a Cluster
+            for key in every.scan_iter(match=tag + b"[}#]*", count=_BATCH):
                 batch.append(key)
                 if len(batch) == _BATCH:
-                    removed += int(self.client.unlink(*batch))
+                    removed += int(every.unlink(*batch))
                     batch.clear()
             if batch:
-                removed += int(self.client.unlink(*batch))
+                removed += int(every.unlink(*batch))
         return removed
 
     def close(self) -> None:
