@@ -17,7 +17,7 @@ from torpor._config import parse_int
 from torpor._events import EventKind, LifecycleEvent
 from torpor._fallbacks import LocalMailbox
 from torpor._ids import MAX_ID_BYTES, generate_id, is_valid_id, validate_id
-from torpor._mailbox import Mailbox
+from torpor._mailbox import Mailbox, closed_while_waiting, gone_while_waiting
 from torpor._manager import Manager, SessionId
 from torpor._open import check_backend_options, open
 from torpor._record import Record
@@ -88,10 +88,12 @@ __all__ = [
     "__version__",
     "backend_factory",
     "check_backend_options",
+    "closed_while_waiting",
     "codec",
     "describe_factory",
     "errors",
     "generate_id",
+    "gone_while_waiting",
     "hookimpl",
     "hookspecs",
     "is_valid_id",

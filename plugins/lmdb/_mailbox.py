@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Final
 
-from torpor._mailbox import closed_while_waiting, gone_while_waiting
+from torpor import closed_while_waiting, gone_while_waiting
 from torpor.errors import ManagerClosed
 from torpor.plugins.lmdb._env import SharedEnv, Txn
 from torpor.plugins.lmdb._store import Store, incarnation_bits, mail_prefix

@@ -64,7 +64,7 @@ from typing import Any, Final, Protocol
 import redis
 from redis.cluster import RedisCluster
 
-from torpor._mailbox import closed_while_waiting, gone_while_waiting
+from torpor import closed_while_waiting, gone_while_waiting
 from torpor.errors import ConfigError, TorporError
 from torpor.plugins.redis._items import packed
 from torpor.plugins.redis._keys import Keys
