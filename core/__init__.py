@@ -47,7 +47,7 @@ from torpor.errors import (
     TorporError,
     UnsupportedOperation,
 )
-from torpor.hookspecs import CANCEL, DELETE, EXPIRE, Removal, hookimpl
+from torpor.hookspecs import CANCEL, DELETE, EXPIRE, Expired, Removal, hookimpl
 
 __all__ = [
     "CANCEL",
@@ -62,6 +62,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "EventKind",
+    "Expired",
     "FactoryMetadata",
     "InvalidArgument",
     "InvalidSessionId",

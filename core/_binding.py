@@ -12,7 +12,9 @@ manager opens, it resolves every hook once, into a plain Python callable:
 * **missing** optional hook -> the core's fallback from ``torpor._fallbacks``, chosen
   here and nowhere else: ``transact``, ``transact_batch`` and ``walk`` are always
   callable, and ``native(area)`` says which kind serves each area.  ``iterate_ids``
-  is None without the hook (``ids()`` then walks whole records).
+  and ``expire`` are None without their hooks (``ids()`` then walks whole records,
+  and expiry sweeps go through ``transact_batch``), and so are they when an extension
+  plugin wraps the hooks they stand in for but not them.
 
 The binding also checks the backend's claims: each optional data hook corresponds to
 a capability, and claiming one without the other is refused, because the conformance
@@ -32,7 +34,7 @@ from torpor import hookspecs
 from torpor._capabilities import Capability
 from torpor._fallbacks import LockedTransact, Pair, each_transact, snapshot_walk
 from torpor.errors import ConfigError
-from torpor.hookspecs import BatchFn, TransactFn
+from torpor.hookspecs import BatchFn, Expired, TransactFn
 
 __all__ = ["CAPABILITY_HOOKS", "REQUIRED_HOOKS", "UNEARNED", "Binding", "make_plugin_manager"]
 
@@ -140,7 +142,9 @@ class Binding:
                 "without torpor_iterate"
             )
         self.iterate_ids: Callable[[Any, int, int], tuple[Sequence[str | bytes], Any]] | None = (
-            self._bind_iterate_ids()
+            None
+            if self.iterate is None
+            else self._bind_shortcut("torpor_iterate_ids", ["torpor_iterate"])
         )
         self.idle_ids = self._bind("torpor_idle_ids")
         self.expired_ids = self._bind("torpor_expired_ids")
@@ -166,6 +170,21 @@ class Binding:
         self.transact_batch: Callable[[Sequence[str], BatchFn], None] = (
             native_batch if native_batch is not None else each_transact(self.transact)
         )
+        if self._backend_impls("torpor_expire") and not (
+            self.expired_ids is not None and self.native_transact
+        ):
+            raise ConfigError(
+                f"backend {type(backend).__name__} implements torpor_expire without "
+                "torpor_expired_ids and torpor_transact (its steps must be atomic with "
+                "the backend's own transactions)"
+            )
+        self.expire: Callable[[int, int], Iterable[Expired]] | None = (
+            None
+            if self.expired_ids is None
+            else self._bind_shortcut(
+                "torpor_expire", ["torpor_expired_ids", "torpor_transact", "torpor_transact_batch"]
+            )
+        )
         self.observed = bool(self._impls("torpor_event"))
 
     def walk(self, batch_size: int) -> Iterator[Sequence[Pair]]:
@@ -184,19 +203,20 @@ class Binding:
             if cursor is None:
                 return
 
-    def _bind_iterate_ids(self) -> Callable[..., Any] | None:
-        """``torpor_iterate_ids``, unless an extension plugin wraps ``torpor_iterate``
-        without wrapping it too: a plugin that observes or shapes walks (a counter, a
-        tracer) must still see every walk, ``ids()`` included."""
-        if self.iterate is None:
-            return None
+    def _bind_shortcut(self, name: str, covers: Sequence[str]) -> Callable[..., Any] | None:
+        """A hook that does in one step what the manager would otherwise do through
+        the hooks ``covers`` (``torpor_iterate_ids`` for a walk, ``torpor_expire`` for a
+        sweep), unless an extension plugin wraps one of those without wrapping
+        ``name`` too: a plugin that observes or shapes them (a counter, a tracer) must
+        still see every call that does their work."""
 
-        def wrappers(name: str) -> set[int]:
-            return {id(i.plugin) for i in self._impls(name) if i.wrapper or i.hookwrapper}
+        def wrappers(hook: str) -> set[int]:
+            return {id(i.plugin) for i in self._impls(hook) if i.wrapper or i.hookwrapper}
 
-        if wrappers("torpor_iterate") - wrappers("torpor_iterate_ids"):
+        wrapping = set().union(*(wrappers(hook) for hook in covers))
+        if wrapping - wrappers(name):
             return None
-        return self._bind("torpor_iterate_ids")
+        return self._bind(name)
 
     def native(self) -> dict[str, bool]:
         """Which areas the backend serves itself (True) and which the core's

@@ -185,10 +185,11 @@ class Manager:
                 self._batch,
                 _weakly(self._emit),
                 self._damage,
-                _weakly(self._end_mail),
+                _weakly(self._end_expired_mail),
                 self._max_bytes,
                 self._compactor,
                 self._overlay,
+                (lambda: 0) if self._touches is None else self._touches.__len__,
             )
             self._sweeper = self._start_sweeper(options)
             self._flusher = (
@@ -340,6 +341,10 @@ class Manager:
         (A backend's own mailbox did this in the removing transaction.)"""
         if self._local is not None:
             self._local.end(sid, None if gone is None else gone.incarnation, removal)
+
+    def _end_expired_mail(self, sid: str, incarnation: int) -> None:
+        if self._local is not None:
+            self._local.end(sid, incarnation, EXPIRE)
 
     def _fetched(
         self, sid: str, read: Callable[[object, str], Record | None] = as_record

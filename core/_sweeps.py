@@ -10,11 +10,16 @@ A damaged record (its data included: a pass never compresses or removes what it
 cannot read) never stops a pass: it is skipped and logged once.  Neither does a stale
 index entry (a candidate that no longer qualifies): the index is asked for as many
 more candidates next time as the pass has passed over, so it pages past them.
+
+An expiry pass on a backend with ``torpor_expire`` lets the backend remove what is due
+where the data lives, one atomic step per batch, when nothing read by this manager is
+waiting in its touch buffer (a buffered touch is known only here, so then the pass
+is the generic one, which lays it over each decision).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +30,13 @@ from torpor._events import EventKind
 from torpor._iteration import DamageLog, intact, walk
 from torpor._record import Record
 from torpor.errors import SerializationError
+from torpor.hookspecs import Expired
 
 __all__ = ["PassResult", "StopFlag", "Sweeps"]
 
 StopFlag = Callable[[], bool]
 Emit = Callable[[EventKind, "str | None", int, "int | None"], None]
-Removed = Callable[[str, Record], None]  # an expired session's mail must go
+Removed = Callable[[str, int], None]  # (id, incarnation): an expired session's mail must go
 
 
 class _Stop(Exception):
@@ -56,12 +62,14 @@ class Sweeps:
         limit: int,
         compress: Callable[[bytes], bytes],
         seen: Callable[[Record | None], Record | None],
+        buffered: Callable[[], int],
     ) -> None:
         self._limit = limit
         self._compress = compress
         # The manager's buffered touches (torpor._touches), laid over each record a
         # pass decides on: a session read during the pass is not idle or expired.
         self._seen = seen
+        self._buffered = buffered
         self._b = binding
         self._batch = batch_size
         self._emit = emit
@@ -90,11 +98,36 @@ class Sweeps:
             return record.is_expired(now)
 
         result = PassResult()
+        if self._b.expire is not None and not self._buffered():
+            return self._expire_natively(self._b.expire(now, self._batch), stop, result)
         for changed in self._run(self._b.expired_ids, now, decide, wanted, stop, result):
             for old, _ in changed:
-                self._removed(old.id, old)
+                self._removed(old.id, old.incarnation)
             self._emit(EventKind.EXPIRED, None, len(changed), None)
         return result
+
+    def _expire_natively(
+        self, steps: Iterable[Expired], stop: StopFlag, result: PassResult
+    ) -> PassResult:
+        iterator = iter(steps)
+        try:
+            while not stop():
+                step = next(iterator, None)
+                if step is None:
+                    return result
+                for key in step.damaged:
+                    self._damage.note(key, "not an intact record; left by the expiry sweep")
+                for sid, incarnation in step.removed:
+                    self._removed(sid, incarnation)
+                if step.removed:
+                    result.count += len(step.removed)
+                    self._emit(EventKind.EXPIRED, None, len(step.removed), None)
+            result.interrupted = True
+            return result
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
     def _run(
         self,

@@ -87,7 +87,9 @@ class TouchBuffer:
         self._oldest: int | None = None  # when the oldest pending touch was read
 
     def __len__(self) -> int:
-        return len(self._pending) + len(self._inflight)
+        # Under the lock: a flush swaps _pending for _inflight in two steps.
+        with self._lock:
+            return len(self._pending) + len(self._inflight)
 
     def seen(self, record: Record | None) -> Record | None:
         """``record`` with this manager's buffered touch of it, if it has a newer one.

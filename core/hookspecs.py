@@ -32,7 +32,8 @@ the semantics identical on every engine, and makes a backend small:
 * **Optional, no capability of their own**: ``torpor_capabilities``,
   ``torpor_open``, ``torpor_close``, ``torpor_touch_resolution_ms``,
   ``torpor_transact_batch`` (only with ``torpor_transact``), ``torpor_iterate_ids``
-  (only with ``torpor_iterate``), ``torpor_count``, ``torpor_stats``,
+  (only with ``torpor_iterate``), ``torpor_expire`` (only with
+  ``torpor_expired_ids`` and ``torpor_transact``), ``torpor_count``, ``torpor_stats``,
   ``torpor_shared_dictionary``; and ``torpor_event`` for observers.
 
 Writing the methods
@@ -133,7 +134,7 @@ dispatch costs about as much as a whole LMDB read.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
@@ -150,6 +151,7 @@ __all__ = [
     "EXPIRE",
     "PROJECT",
     "BatchFn",
+    "Expired",
     "Removal",
     "TransactFn",
     "hookimpl",
@@ -183,6 +185,17 @@ class Removal:
 DELETE = Removal("DELETE", "deleted")
 CANCEL = Removal("CANCEL", "cancelled")
 EXPIRE = Removal("EXPIRE", "expired")
+
+
+class Expired(NamedTuple):
+    """What one atomic step of a native expiry sweep (``torpor_expire``) did."""
+
+    removed: Sequence[tuple[str, int]]
+    """``(session id, incarnation)`` of each session the step removed."""
+    damaged: Sequence[str | bytes] = ()
+    """Keys the step met in its expiry index whose values it would not remove (not an
+    intact record it wrote); the manager logs each once."""
+
 
 TransactFn = Callable[["Record | bytes | None"], "Record | Removal | None"]
 BatchFn = Callable[[str, "Record | bytes | None"], "Record | Removal | None"]
@@ -387,6 +400,42 @@ def torpor_expired_ids(now_ms: int, limit: int) -> Sequence[str]:  # type: ignor
     ``Record.expires_at() < now_ms``), at most ``limit`` counted after filtering.
     Capability ``NATIVE_EXPIRY``.  Re-checked and paged by the manager like
     ``torpor_idle_ids``; hibernated sessions expire too.
+    """
+
+
+@hookspec(firstresult=True)
+def torpor_expire(now_ms: int, batch_size: int) -> Iterable[Expired]:  # type: ignore[empty-body]
+    """Remove every session expired at ``now_ms``, natively: one atomic step per
+    batch, each yielding an :class:`Expired`.  Optional, and only with
+    ``torpor_expired_ids`` (it is part of ``NATIVE_EXPIRY``) and ``torpor_transact``:
+    each step must be atomic with the backend's transactions, so that a removal
+    never interleaves with an update of the same session (without
+    ``torpor_transact`` the core serialises writes with locks of its own, which a
+    backend's sweep would bypass).
+
+    Without it, ``cleanup_expired()`` and the sweeper page ``torpor_expired_ids``,
+    read each candidate under ``torpor_transact_batch``, re-check it in Python and
+    write the removals back: two round trips and every record's bytes per batch.
+    Write this hook when the engine can do the check where the data lives (a Redis
+    function, a SQL ``DELETE ... RETURNING``).  Each step must:
+
+    * remove exactly the sessions with ``Record.expires_at() < now_ms`` (strict: a
+      session whose deadline is ``now_ms`` is still alive), hibernated or not, at
+      most ``batch_size`` of them, each with its index entries and, with
+      ``SHARED_MAILBOX``, its mail, ended with the reason of ``EXPIRE`` exactly as a
+      removal returned by a transaction function would be;
+    * never remove a value it cannot prove is an intact record it wrote itself from
+      what the manager gave it (a header or checksum it stores with the record, say):
+      a damaged or foreign value stays, and its key goes in ``Expired.damaged``;
+    * commit before it is yielded; the manager may stop iterating after any batch (an
+      urgent close) and close the generator, which must leave nothing half done.
+
+    The iteration ends when every session that was expired at ``now_ms`` throughout
+    it has been removed: damaged values and index entries of records that no longer
+    exist never stop it early.  The manager calls this only while it holds no buffered touch (see
+    ``torpor_touch_resolution_ms``): otherwise it runs its own pass, which lays those
+    touches over what it decides on.  Without ``SHARED_MAILBOX`` the manager ends the
+    in-process mail of each ``(id, incarnation)`` returned.
     """
 
 

@@ -89,7 +89,14 @@ def test_kit_refuses_a_claim_it_cannot_test(
 
 
 @pytest.mark.timeout(600)  # the whole kit, under coverage
-@pytest.mark.parametrize("backend", ["ets_like", "tests.minimal_backend:MinimalBackend"])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "ets_like",
+        "tests.minimal_backend:MinimalBackend",
+        "tests.broken_backends:ExpiringMinimal",  # the base of the torpor_expire mistakes
+    ],
+)
 def test_healthy_backends_pass_the_whole_kit(backend: str, pytester: pytest.Pytester) -> None:
     run = run_kit(pytester, backend)
     assert run.code == 0, run.output
@@ -100,6 +107,8 @@ def test_healthy_backends_pass_the_whole_kit(backend: str, pytester: pytest.Pyte
         assert statuses["iteration"] == statuses["hibernation"] == "native"
     else:
         assert statuses["iteration"] == statuses["hibernation"] == "fallback"
+    if backend.endswith("ExpiringMinimal"):
+        assert statuses["expiry"] == statuses["find"] == "native", statuses
 
 
 @pytest.mark.timeout(600)

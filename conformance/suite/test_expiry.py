@@ -14,6 +14,8 @@ def test_boundary_is_strict(kit: Kit) -> None:
     s = mgr.create({}, timeout_ms=STEP_MS)
     kit.clock.advance(STEP_MS)
     assert mgr.peek(s.id) is not None and s.id in mgr  # exactly the timeout: alive
+    expect_returns(0, mgr.cleanup_expired, what="cleanup_expired() at exactly the timeout")
+    assert mgr.peek(s.id) is not None, "a sweep removed a session at exactly its timeout"
     kit.clock.advance(1)
     assert mgr.peek(s.id) is None and s.id not in mgr
     assert mgr.get(s.id) is None

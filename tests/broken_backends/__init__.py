@@ -38,5 +38,5 @@ BROKEN: dict[str, str] = {
 REFUSED: dict[str, str] = basics.REFUSED
 """Backends the kit refuses before any test runs, with the claim it refuses."""
 
-HEALTHY: tuple[str, ...] = ("IndexedMinimal", "SortedKeys", "OwnMailbox")
+HEALTHY: tuple[str, ...] = ("IndexedMinimal", "ExpiringMinimal", "SortedKeys", "OwnMailbox")
 """The correct bases some broken backends are built on: they pass the whole kit."""

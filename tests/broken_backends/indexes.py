@@ -13,11 +13,21 @@ import hashlib
 import itertools
 import struct
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from tests.minimal_backend import MinimalBackend
-from torpor import DELETE, Capability, Clock, Record, Removal, codec, system_clock
+from torpor import (
+    DELETE,
+    EXPIRE,
+    Capability,
+    Clock,
+    Expired,
+    Record,
+    Removal,
+    codec,
+    system_clock,
+)
 from torpor.errors import SerializationError
 from torpor.indexing import canonical_key
 from torpor.plugins.ets_like import EtsLikeBackend
@@ -28,6 +38,11 @@ __all__ = [
     "CountSkipsHibernated",
     "CountsExpiredPending",
     "CountsReplacedSessionTwice",
+    "ExpiresAtTheDeadline",
+    "ExpiresDamaged",
+    "ExpiresOneBatch",
+    "ExpiresWithTheVersion",
+    "ExpiringMinimal",
     "ExpiryQueryLimitsBeforeFilter",
     "IdleQueryFiltersAfterLimit",
     "IdleSkipsExpired",
@@ -515,6 +530,111 @@ class IndexDictsByEncoding(IndexedMinimal):
         return canonical_key(value)
 
 
+class ExpiringMinimal(IndexedMinimal):
+    """A correct native expiry sweep, ``torpor_expire`` (healthy: it passes the whole
+    kit), on ``IndexedMinimal``'s atomic transactions.  No index: each step scans the
+    blobs under the lock and removes at most a batch of sessions due before now,
+    proving each an intact record first (a damaged value is reported and left)."""
+
+    name = "expiring_minimal"
+
+    def torpor_capabilities(self) -> Iterable[Capability]:
+        return [*super().torpor_capabilities(), Capability.NATIVE_EXPIRY]
+
+    def torpor_expired_ids(self, now_ms: int, limit: int) -> Sequence[str]:
+        with self.lock:
+            return [sid for sid, _ in itertools.islice(self._due(now_ms), limit)]
+
+    def torpor_expire(self, now_ms: int, batch_size: int) -> Iterator[Expired]:
+        reported: set[str] = set()
+        while True:
+            with self.lock:
+                removed, damaged = [], []
+                for sid, record in self._due(now_ms, reported):
+                    if record is None:
+                        damaged.append(sid)
+                        reported.add(sid)
+                        continue
+                    self._remove(sid, EXPIRE)
+                    removed.append((sid, self._incarnation(record)))
+                    if len(removed) == batch_size:
+                        break
+            if removed or damaged:
+                yield Expired(removed, damaged)
+            if len(removed) < batch_size or not self._more(removed):
+                return
+
+    def _due(
+        self,
+        now_ms: int,
+        reported: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> Iterator[tuple[str, Record | None]]:
+        """(id, record) of what is due; (id, None) for a damaged value not yet
+        reported (never due: its deadline cannot be read)."""
+        for sid, blob in list(self.blobs.items()):
+            if not isinstance(sid, str):
+                continue
+            try:
+                record = Record.of(blob, sid)
+                record.session_data(self.limit)
+            except SerializationError:
+                if sid not in reported:
+                    yield sid, None
+                continue
+            if self._is_due(record, now_ms):
+                yield sid, record
+
+    def _is_due(self, record: Record, now_ms: int) -> bool:
+        deadline = record.expires_at()
+        return deadline is not None and deadline < now_ms
+
+    def _incarnation(self, record: Record) -> int:
+        return record.incarnation
+
+    def _more(self, removed: list[tuple[str, int]]) -> bool:
+        return True
+
+
+class ExpiresAtTheDeadline(ExpiringMinimal):
+    """Removes what is due *by* now ("expires_at is the moment it expires"): a session
+    read at exactly its timeout is alive (the contract's boundary is strict), and the
+    sweep removes it under its reader."""
+
+    def _is_due(self, record: Record, now_ms: int) -> bool:
+        deadline = record.expires_at()
+        return deadline is not None and deadline <= now_ms
+
+
+class ExpiresOneBatch(ExpiringMinimal):
+    """Runs one step per call ("the sweeper calls again"): ``cleanup_expired()``
+    removes one batch and says that was all."""
+
+    def _more(self, removed: list[tuple[str, int]]) -> bool:
+        return False
+
+
+class ExpiresWithTheVersion(ExpiringMinimal):
+    """Reports each removed session with its version where its incarnation belongs
+    (both are the record's counters): the manager ends the mail of an incarnation
+    that never existed, and a consumer blocked on the expired session sleeps on."""
+
+    def _incarnation(self, record: Record) -> int:
+        return record.version
+
+
+class ExpiresDamaged(ExpiringMinimal):
+    """Removes what it cannot read along with what is due ("garbage nobody can use"),
+    reporting it as damaged: the contract says sweeps leave damaged values alone, for
+    their owner to look at or delete."""
+
+    def torpor_expire(self, now_ms: int, batch_size: int) -> Iterator[Expired]:
+        for step in super().torpor_expire(now_ms, batch_size):
+            with self.lock:
+                for key in step.damaged:
+                    self.blobs.pop(key, None)  # type: ignore[call-overload]
+            yield step
+
+
 BROKEN: dict[str, str] = {
     "IdleQueryFiltersAfterLimit": "hibernation",
     "ExpiryQueryLimitsBeforeFilter": "expiry",
@@ -533,5 +653,9 @@ BROKEN: dict[str, str] = {
     "MemoryForgetsDeletes": "hibernation",
     "NoTimeoutKeepsDeadline": "expiry",
     "TouchKeepsDeadline": "expiry",
+    "ExpiresAtTheDeadline": "expiry",
+    "ExpiresOneBatch": "expiry",
+    "ExpiresWithTheVersion": "mailbox",
+    "ExpiresDamaged": "damaged",
 }
 """Each broken backend and the area of the kit that must catch it."""
