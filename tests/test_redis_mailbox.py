@@ -141,7 +141,7 @@ def test_a_send_resent_after_a_lost_reply_is_queued_once(
     member = s.id.encode()
     bucket = backend.keys.bucket_of(member)
     lane = bucket.mail("mn", s.incarnation, member)
-    call = ([bucket.record(member), lane, bucket.token("resent")],
+    call = ([bucket.record(member), lane, bucket.token("resent"), bucket.mailed],
             [member, packed(s.incarnation), b"once"])  # fmt: skip
     assert backend.scripts.call("send", *call) == 1
     assert backend.scripts.call("send", *call) == 1  # the first answer, nothing queued

@@ -33,11 +33,11 @@ from redis.cluster import RedisCluster
 
 from torpor import BackendStats, Capability, Clock, Record
 from torpor.errors import BackendUnavailable, ConfigError, ManagerClosed, SerializationError
-from torpor.hookspecs import BatchFn, TransactFn
+from torpor.hookspecs import BatchFn, Expired, TransactFn
 from torpor.indexing import index_entry
 from torpor.plugins.redis._config import check_server
 from torpor.plugins.redis._dictionary import shared_dictionary
-from torpor.plugins.redis._errors import translated
+from torpor.plugins.redis._errors import ERRORS, translate, translated
 from torpor.plugins.redis._items import (
     GONE,
     KEEP,
@@ -48,6 +48,7 @@ from torpor.plugins.redis._items import (
     member,
     packed,
     same_data,
+    unpacked,
     unwrap,
 )
 from torpor.plugins.redis._keys import Bucket, Keys
@@ -237,6 +238,33 @@ class RedisBackend:
 
     def torpor_expired_ids(self, now_ms: int, limit: int) -> list[str]:
         return self._below("expiry", now_ms, limit)
+
+    def torpor_expire(self, now_ms: int, batch_size: int) -> Iterator[Expired]:
+        """Each bucket's due records removed server-side, a batch per step (see
+        ``expire`` in ``_scripts.py``): only ids come back, never the records."""
+        # At most 1,000 a step: a step blocks the server while it runs (~5 ms here).
+        limit = min(max(batch_size, 1), _IDS_BATCH)
+        now = str(min(now_ms, MAX_SCORE))
+        for bucket in self.keys.buckets:
+            keys = [bucket.ids, bucket.idle, bucket.expiry, bucket.entries]
+            # Damaged entries stay at the front of exp: each step looks past as many
+            # as the last one met (counted again each time, so one that went away
+            # meanwhile hides no due session).
+            skip = 0
+            while True:
+                with translated(self.where):
+                    out = self.run("expire", keys, [bucket.prefix, now, str(limit), str(skip)])
+                split = out.index(b"", 1)
+                removed = [
+                    (m.decode("utf-8", "replace"), unpacked(inc))
+                    for m, inc in zip(out[1:split:2], out[2:split:2], strict=True)
+                ]
+                damaged = [_key(m) for m in out[split + 1 :]]
+                if removed or damaged:
+                    yield Expired(removed, damaged)
+                if int(out[0]) < limit + skip:
+                    break
+                skip = len(damaged)
 
     def torpor_find(self, criteria: Mapping[str, Any]) -> list[Pair] | None:
         args: list[bytes | str] = []
@@ -453,13 +481,14 @@ class RedisBackend:
 
     def _get(self, key: bytes) -> bytes | None:
         """A record key's value; b"" (damaged data) when the key holds another type."""
-        with translated(self.where):
-            try:
-                return cast("bytes | None", self.client.get(key))
-            except redis.exceptions.ResponseError as exc:
-                if not str(exc).startswith("WRONGTYPE"):
-                    raise
+        try:
+            return cast("bytes | None", self.client.get(key))
+        except redis.exceptions.ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
                 return b""
+            raise translate(exc, self.where) from exc
+        except ERRORS as exc:
+            raise translate(exc, self.where) from exc
 
     def _entries(self, fields: tuple[str, ...], result: object, read: bytes | None = None) -> str:
         if not isinstance(result, Record):

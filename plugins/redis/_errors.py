@@ -23,7 +23,7 @@ from redis.sentinel import MasterNotFoundError
 
 from torpor.errors import BackendUnavailable, ConfigError
 
-__all__ = ["ACL_CLUSTER", "ACL_NEEDED", "scrub", "translated"]
+__all__ = ["ACL_CLUSTER", "ACL_NEEDED", "ERRORS", "scrub", "translate", "translated"]
 
 ACL_NEEDED = "+@read +@write +@scripting +@transaction +@connection +info"
 """The ACL categories and commands a torpor user needs on a server.  ``@scripting``
@@ -42,6 +42,10 @@ _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 _QUERY_SECRET = re.compile(r"(\w*(?:pass|secret|token|credential)\w*=)[^&\s]+", re.IGNORECASE)
 
 
+ERRORS = (redis.exceptions.RedisError, RedisClusterException)
+"""Every exception redis-py raises (the roots of both hierarchies)."""
+
+
 @contextmanager
 def translated(where: str) -> Iterator[None]:
     """Turn a redis-py exception raised inside into a torpor error naming ``where`` (a
@@ -49,8 +53,8 @@ def translated(where: str) -> Iterator[None]:
     stays as the ``__cause__``."""
     try:
         yield
-    except (redis.exceptions.RedisError, RedisClusterException) as exc:
-        raise _translate(exc, where) from exc
+    except ERRORS as exc:
+        raise translate(exc, where) from exc
 
 
 def scrub(text: str) -> str:
@@ -69,7 +73,9 @@ def _untrusted_certificate(exc: BaseException) -> bool:
     return any(isinstance(e, ssl.SSLCertVerificationError) for e in chain)
 
 
-def _translate(exc: Exception, where: str) -> Exception:
+def translate(exc: Exception, where: str) -> Exception:
+    """The torpor error for redis-py's ``exc`` (for a hot path, where ``translated``,
+    a generator-based context manager, costs a microsecond a call)."""
     text = scrub(str(exc))
     if isinstance(exc, redis.exceptions.NoPermissionError) or text.startswith("NOPERM"):
         return ConfigError(

@@ -15,6 +15,7 @@ __all__ = [
     "GONE",
     "HEAD",
     "KEEP",
+    "MAGIC",
     "MAX_SCORE",
     "Item",
     "entries_of",
@@ -22,6 +23,7 @@ __all__ = [
     "member",
     "packed",
     "sha",
+    "unpacked",
     "unwrap",
 ]
 
@@ -31,9 +33,10 @@ KEEP: Final = "="
 GONE: Final = object()
 """A removal by ``torpor_delete`` (reason ``deleted``)."""
 
-HEAD: Final = 26
-"""Bytes of a stored record's head: ``t1``, incarnation, version, proof (``_scripts.py``)."""
-_MAGIC: Final = b"t1"
+HEAD: Final = 34
+"""Bytes of a stored record's head: ``t2``, incarnation, version, deadline, proof
+(``_scripts.py``)."""
+MAGIC: Final = b"t2"
 _INT: Final = struct.Struct(">q")
 
 Item = tuple[bytes, list[bytes | str]]
@@ -44,10 +47,15 @@ def packed(number: int) -> bytes:
     return _INT.pack(number)
 
 
+def unpacked(field: bytes) -> int:
+    """``packed``'s inverse."""
+    return int(_INT.unpack(field)[0])
+
+
 def unwrap(value: bytes) -> bytes:
     """The blob of a stored value: without its head.  A value without one (planted or
     foreign) is returned as it is, for the manager to judge."""
-    if value[:2] == _MAGIC and len(value) > HEAD:
+    if value[:2] == MAGIC and len(value) > HEAD:
         return value[HEAD:]
     return value
 
@@ -70,8 +78,12 @@ def item(
         idle = "" if result.hibernated else str(result.last_accessed)
         deadline = result.expires_at()
         expiry = "" if deadline is None else str(min(deadline, MAX_SCORE))
-        inc, version = packed(result.incarnation), packed(result.version)
-        return key, [key, expected, "S", result.blob, idle, expiry, inc, version, entries, ""]
+        # The head after the incarnation: version and deadline (MAX_SCORE for none).
+        rest = packed(result.version) + packed(
+            MAX_SCORE if deadline is None else min(deadline, MAX_SCORE)
+        )
+        inc = packed(result.incarnation)
+        return key, [key, expected, "S", result.blob, idle, expiry, inc, rest, entries, ""]
     if result is GONE or isinstance(result, Removal):
         reason = result.reason if isinstance(result, Removal) else "deleted"
         return key, [key, expected, "D", b"", "", "", b"", b"", "", reason]

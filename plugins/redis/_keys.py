@@ -12,7 +12,7 @@ another count is refused, since every session would be looked for in the wrong b
 
 Per bucket (``P`` = ``torpor:{<tag>}:``; one bucket: the tag is the namespace):
 
-``P r:<id>``            the record: a head (incarnation, version, proof: see
+``P r:<id>``            the record: a head (incarnation, version, deadline, proof: see
                         ``_scripts.py``) then ``Record.blob`` as the manager encoded it
 ``P ids``               sorted set, every id with score 0: walked BYLEX (ids ordered by
                         their UTF-8 bytes), so a walk is exactly-once where SCAN is not
@@ -28,6 +28,8 @@ Per bucket (``P`` = ``torpor:{<tag>}:``; one bucket: the tag is the namespace):
                         the incarnation's 8 head bytes in hex)
 ``P mn:<inc>:<id>``     list, its normal lane
 ``P mq:<inc>:<id>``     integer, receivers blocked on it now (all processes)
+``P mailed``            set, the ids that may have mail keys (any incarnation's): filed
+                        by whatever creates one, dropped when the incarnation ends
 ``P mw:<inc>:<id>``     list, wake-ups pushed when the incarnation ends, one per
                         blocked receiver, holding the reason (``cancelled``, ...)
 ``P mc:<inc>:<id>``     marks a cancelled incarnation (expires in 60 s)
@@ -82,6 +84,10 @@ class Bucket:
     @cached_property
     def fields(self) -> bytes:
         return self.prefix + b"fields"
+
+    @cached_property
+    def mailed(self) -> bytes:
+        return self.prefix + b"mailed"
 
     @cached_property
     def indexes(self) -> list[bytes]:

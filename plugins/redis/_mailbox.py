@@ -129,6 +129,7 @@ class _Box:
     mq: bytes
     mw: bytes
     mc: bytes
+    mailed: bytes  # the bucket's set of ids that may have mail
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +159,9 @@ class RedisMailbox:
         token = self._host.keys.bucket_of(box.member).token(secrets.token_hex(12))
         with self._host.translated():
             sent = self._host.run(
-                "send", [box.record, lane, token], [box.member, box.incarnation, message]
+                "send",
+                [box.record, lane, token, box.mailed],
+                [box.member, box.incarnation, message],
             )
         return bool(sent)
 
@@ -240,19 +243,21 @@ class RedisMailbox:
     def _box(self, session_id: str, incarnation: int) -> _Box:
         member = session_id.encode("utf-8")
         bucket = self._host.keys.bucket_of(member)
+
+        def lane(name: str) -> bytes:
+            return bucket.mail(name, incarnation, member)
+
         return _Box(
-            member,
-            packed(incarnation),
-            bucket.record(member),
-            *(bucket.mail(lane, incarnation, member) for lane in ("mp", "mn", "mq", "mw", "mc")),
-        )
+            member, packed(incarnation), bucket.record(member),
+            lane("mp"), lane("mn"), lane("mq"), lane("mw"), lane("mc"), bucket.mailed,
+        )  # fmt: skip
 
     def _take(self, box: _Box, count: int, mode: str) -> tuple[int, list[bytes], int]:
         """(status, messages taken, how many of them from the priority lane)."""
         with self._host.translated():
             reply = self._host.run(
                 "take",
-                [box.record, box.mp, box.mn, box.mq, box.mc],
+                [box.record, box.mp, box.mn, box.mq, box.mc, box.mailed],
                 [box.member, box.incarnation, str(min(count, _MAX_TAKE)), mode, str(COUNT_TTL_MS)],
             )
         return int(reply[0]), list(reply[2:]), int(reply[1])

@@ -7,13 +7,18 @@ only if those bytes are ``I``'s (ARGV[2]).  Mail keys carry the incarnation
 in their name, and the commit script deletes them in the step that ends it, so a list
 that exists belongs to a live incarnation.
 
-``send``: KEYS the record, the lane (``mp`` or ``mn``), the send's token key; ARGV id,
-incarnation, message.  Returns 1 once appended, 0 (nothing appended) if the
+Whatever creates a mail key (a send, a receiver joining ``mq``) also files the id in
+the bucket's ``mailed`` set, so that ending a session without mail (the common case)
+costs one set lookup: see ``ending`` in ``_scripts.py``.
+
+``send``: KEYS the record, the lane (``mp`` or ``mn``), the send's token key, mailed;
+ARGV id, incarnation, message.  Returns 1 once appended, 0 (nothing appended) if the
 incarnation is not stored.  The token key keeps the answer for a minute: a send that
 redis-py resends after a lost reply gets the first answer instead of queueing the
 message twice.
 
-``take``: KEYS the record, mp, mn, mq, mc; ARGV id, incarnation, count, mode, count TTL (ms).
+``take``: KEYS the record, mp, mn, mq, mc, mailed; ARGV id, incarnation, count, mode,
+count TTL (ms).
 Pops up to ``count`` messages, priority lane first, each lane FIFO.  Returns
 ``{status, p, m1, m2, ...}``: status 1 alive, 0 gone, 2 gone and cancelled (``mc``
 set); the first ``p`` messages came from the priority lane.  ``mode`` says what to do
@@ -44,7 +49,7 @@ __all__ = ["BODIES"]
 # The incarnation check opens every step: `v` is the stored value, or false.
 _ALIVE = """
 local head = redis.pcall('GETRANGE', KEYS[1], 0, 9)
-local alive = type(head) == 'string' and #head == 10 and string.sub(head, 1, 2) == 't1'
+local alive = type(head) == 'string' and #head == 10 and string.sub(head, 1, 2) == 't2'
   and string.sub(head, 3) == ARGV[2]
 """
 
@@ -56,6 +61,7 @@ if done then return tonumber(done) end
 local sent = 0
 if alive then
   redis.call('RPUSH', KEYS[2], ARGV[3])
+  redis.call('SADD', KEYS[4], ARGV[1])
   sent = 1
 end
 redis.call('SET', KEYS[3], sent, 'PX', 60000)
@@ -95,6 +101,7 @@ if mode == 'l' or (mode == 'r' and taken > 0) then
 elseif taken == 0 and (mode == 'j' or mode == 'r') then
   if mode == 'j' or redis.call('EXISTS', KEYS[4]) == 0 then
     redis.call('INCR', KEYS[4])
+    redis.call('SADD', KEYS[6], ARGV[1])
   end
   redis.call('PEXPIRE', KEYS[4], ARGV[5])
 end

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Final, cast
 
-from torpor.plugins.redis._items import HEAD
+from torpor.plugins.redis._items import HEAD, MAGIC
 from torpor.plugins.redis._keys import Bucket, Keys
 
 __all__ = ["METHOD", "namespace_memory"]
@@ -30,7 +30,7 @@ _BATCH: Final = 1000
 def namespace_memory(client: Any, keys: Keys) -> int:
     total = 0
     for bucket in keys.buckets:
-        total += _usage(client, bucket.indexes)
+        total += _usage(client, [*bucket.indexes, bucket.mailed])
         for batch in _id_batches(client, bucket):
             pipe = client.pipeline(transaction=False)
             for member in batch:
@@ -40,7 +40,7 @@ def namespace_memory(client: Any, keys: Keys) -> int:
             total += sum(n for n in replies[::2] if isinstance(n, int))
             lanes = []
             for member, head in zip(batch, replies[1::2], strict=True):
-                if isinstance(head, bytes) and head[:2] == b"t1" and len(head) == HEAD:
+                if isinstance(head, bytes) and head[:2] == MAGIC and len(head) == HEAD:
                     incarnation = int.from_bytes(head[2:10], "big", signed=True)
                     lanes += [bucket.mail(lane, incarnation, member) for lane in ("mp", "mn")]
             total += _usage(client, lanes)
