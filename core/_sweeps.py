@@ -119,9 +119,9 @@ class Sweeps:
                     self._damage.note(key, "not an intact record; left by the expiry sweep")
                 for sid, incarnation in step.removed:
                     self._removed(sid, incarnation)
-                if step.removed:
-                    result.count += len(step.removed)
-                    self._emit(EventKind.EXPIRED, None, len(step.removed), None)
+                if step.count:
+                    result.count += step.count
+                    self._emit(EventKind.EXPIRED, None, step.count, None)
             result.interrupted = True
             return result
         finally:

@@ -190,8 +190,12 @@ EXPIRE = Removal("EXPIRE", "expired")
 class Expired(NamedTuple):
     """What one atomic step of a native expiry sweep (``torpor_expire``) did."""
 
-    removed: Sequence[tuple[str, int]]
-    """``(session id, incarnation)`` of each session the step removed."""
+    count: int
+    """How many sessions the step removed."""
+    removed: Sequence[tuple[str, int]] = ()
+    """``(session id, incarnation)`` of each of them: needed only without
+    ``SHARED_MAILBOX`` (the manager then ends each incarnation's in-process mail); a
+    backend with its own mailbox ended it in the step and may leave this out."""
     damaged: Sequence[str | bytes] = ()
     """Keys the step met in its expiry index whose values it would not remove (not an
     intact record it wrote); the manager logs each once."""
@@ -435,7 +439,7 @@ def torpor_expire(now_ms: int, batch_size: int) -> Iterable[Expired]:  # type: i
     exist never stop it early.  The manager calls this only while it holds no buffered touch (see
     ``torpor_touch_resolution_ms``): otherwise it runs its own pass, which lays those
     touches over what it decides on.  Without ``SHARED_MAILBOX`` the manager ends the
-    in-process mail of each ``(id, incarnation)`` returned.
+    in-process mail of each ``(id, incarnation)`` in ``Expired.removed``.
     """
 
 

@@ -48,7 +48,6 @@ from torpor.plugins.redis._items import (
     member,
     packed,
     same_data,
-    unpacked,
     unwrap,
 )
 from torpor.plugins.redis._keys import Bucket, Keys
@@ -254,14 +253,9 @@ class RedisBackend:
             while True:
                 with translated(self.where):
                     out = self.run("expire", keys, [bucket.prefix, now, str(limit), str(skip)])
-                split = out.index(b"", 1)
-                removed = [
-                    (m.decode("utf-8", "replace"), unpacked(inc))
-                    for m, inc in zip(out[1:split:2], out[2:split:2], strict=True)
-                ]
-                damaged = [_key(m) for m in out[split + 1 :]]
-                if removed or damaged:
-                    yield Expired(removed, damaged)
+                damaged = [_key(m) for m in out[2:]]
+                if out[1] or damaged:
+                    yield Expired(int(out[1]), (), damaged)
                 if int(out[0]) < limit + skip:
                     break
                 skip = len(damaged)

@@ -23,7 +23,6 @@ __all__ = [
     "member",
     "packed",
     "sha",
-    "unpacked",
     "unwrap",
 ]
 
@@ -45,11 +44,6 @@ Item = tuple[bytes, list[bytes | str]]
 def packed(number: int) -> bytes:
     """An incarnation or version as the head holds it (8 bytes, signed big-endian)."""
     return _INT.pack(number)
-
-
-def unpacked(field: bytes) -> int:
-    """``packed``'s inverse."""
-    return int(_INT.unpack(field)[0])
 
 
 def unwrap(value: bytes) -> bytes:

@@ -28,9 +28,10 @@ record key per item; ARGV the token ('' for none), the fields version the entrie
 computed for, the bucket prefix, then ten fields per item: id, the SHA-1 of the value
 the caller read ('' if none, '*' for an unconditional write), op ('S' store, 'D'
 delete), blob, idle score, expiry score ('' for none), incarnation (8 bytes), version
-and head deadline (16 bytes), index entries ('=' to keep the stored ones: the data did not change; else hex entries
-separated by spaces) and the reason of a removal (``Removal.reason``).  Every item is
-checked before any is applied, so a batch applies whole or not at all.  Returns {1,
+and head deadline (16 bytes), index entries ('=' to keep the stored ones: the data did
+not change; else hex entries separated by spaces) and the reason of a removal
+(``Removal.reason``).  Every item is checked before any is applied, so a batch applies
+whole or not at all.  Returns {1,
 records removed}; {0, 0} when a record changed since it was read; {-2, 0} when entries
 were computed for a stale fields version (``create_index`` ran meanwhile).  Nothing
 is applied in the last two cases.  A conditional commit leaves its token for a minute:
@@ -59,8 +60,8 @@ look at (the damaged ones the previous step met, which stay at the front of
 before now, as a removal with reason ``expired`` does in ``commit``; puts back the
 ``exp`` entry of a proved record that is not due (the index was behind its record);
 drops the entries of records that are gone; leaves the rest.  Returns {entries
-looked at, (id, incarnation) of each removal..., '', then the ids of the damaged
-values left}.
+looked at, records removed, then the ids of the damaged values left} (the mail is
+ended here, so the manager needs no ids).
 
 ``find``: KEYS fields; ARGV the bucket prefix, the record prefix, then pairs of (field,
 hex entry).  {0} if none of the fields is ready here, else {1, id, record, ...} for
@@ -284,7 +285,7 @@ _EXPIRE = (
 local prefix, now = ARGV[1], tonumber(ARGV[2])
 local members = redis.call('ZRANGE', KEYS[3], '-inf', '(' .. ARGV[2], 'BYSCORE', 'LIMIT', 0,
   tonumber(ARGV[3]) + tonumber(ARGV[4]))
-local out, damaged, done, due, incs, records = {#members}, {}, {}, {}, {}, {}
+local damaged, done, due, incs, records = {}, {}, {}, {}, {}
 for _, id in ipairs(members) do
   local key = prefix .. 'r:' .. id
   local inc, deadline = proved(key, id)
@@ -312,11 +313,7 @@ if #due > 0 then
     end
   end
   each_chunk('DEL', nil, records)
-  for i, id in ipairs(due) do
-    done[#done + 1] = id
-    out[#out + 1] = id
-    out[#out + 1] = incs[i]
-  end
+  for _, id in ipairs(due) do done[#done + 1] = id end
 end
 if #done > 0 then
   if redis.call('EXISTS', KEYS[4]) == 1 then
@@ -326,7 +323,7 @@ if #done > 0 then
   each_chunk('ZREM', KEYS[2], done)
   each_chunk('ZREM', KEYS[3], done)
 end
-out[#out + 1] = ''
+local out = {#members, #due}
 for _, id in ipairs(damaged) do out[#out + 1] = id end
 return out
 """

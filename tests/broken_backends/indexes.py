@@ -560,7 +560,7 @@ class ExpiringMinimal(IndexedMinimal):
                     if len(removed) == batch_size:
                         break
             if removed or damaged:
-                yield Expired(removed, damaged)
+                yield Expired(len(removed), removed, damaged)
             if len(removed) < batch_size or not self._more(removed):
                 return
 
