@@ -134,7 +134,8 @@ dispatch costs about as much as a whole LMDB read.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -187,7 +188,8 @@ CANCEL = Removal("CANCEL", "cancelled")
 EXPIRE = Removal("EXPIRE", "expired")
 
 
-class Expired(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Expired:
     """What one atomic step of a native expiry sweep (``torpor_expire``) did."""
 
     count: int
