@@ -39,6 +39,12 @@ AREAS: dict[str, Area] = {
             False,
         ),
         Area(
+            "transactions",
+            "multi-session transactions: all or nothing, isolated, re-run, nested",
+            Capability.TRANSACTIONS,
+            False,
+        ),
+        Area(
             "damaged", "foreign and damaged stored values: skipped, counted, removable", None, True
         ),
         Area("model", "hypothesis state machine against a plain model", None, True),

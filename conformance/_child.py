@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import torpor
+from torpor.conformance._bank import transfers
 from torpor.conformance._kit import Child, Kit
 from torpor.conformance._target import Target, shared_storage_name
 from torpor.conformance.helpers import blocked_consumer
@@ -175,8 +176,13 @@ def _apply(mgr: torpor.Manager, steps: list[list[Any]]) -> dict[str, Any]:
     return {"outcomes": [_step(mgr, name, args) for name, *args in steps]}
 
 
+def _transfers(mgr: torpor.Manager, ids: list[str], rounds: int, seed: int) -> dict[str, Any]:
+    return {"done": transfers(mgr, ids, rounds, seed)}
+
+
 OPS: dict[str, Callable[..., dict[str, Any]]] = {
     "increment": _increment,
+    "transfers": _transfers,
     "consume": _consume,
     "send": _send,
     "send_numbered": _send_numbered,

@@ -28,6 +28,7 @@ from torpor._registry import (
     load_backend_factory,
 )
 from torpor._session import Session
+from torpor._transaction import BackendTransaction, Transaction
 from torpor._version import __version__
 from torpor.errors import (
     BackendNotFound,
@@ -45,6 +46,7 @@ from torpor.errors import (
     SessionNotFound,
     SessionTooLarge,
     TorporError,
+    TransactionConflict,
     UnsupportedOperation,
 )
 from torpor.hookspecs import CANCEL, DELETE, EXPIRE, Expired, Removal, hookimpl
@@ -56,6 +58,7 @@ __all__ = [
     "MAX_ID_BYTES",
     "BackendNotFound",
     "BackendStats",
+    "BackendTransaction",
     "BackendUnavailable",
     "Capability",
     "Clock",
@@ -85,6 +88,8 @@ __all__ = [
     "SessionTooLarge",
     "Stats",
     "TorporError",
+    "Transaction",
+    "TransactionConflict",
     "UnsupportedOperation",
     "__version__",
     "backend_factory",

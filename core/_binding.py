@@ -19,14 +19,15 @@ manager opens, it resolves every hook once, into a plain Python callable:
 The binding also checks the backend's claims: each optional data hook corresponds to
 a capability, and claiming one without the other is refused, because the conformance
 kit decides between native and fallback tests from the claims.  A capability the kit
-cannot test yet (``TRANSACTIONS``) is refused outright: a claim has to be earned
-(docs/contract.md §11).  ``DISTRIBUTED`` is earned in the kit's ``distributed`` area.
+the kit cannot test is refused outright: a claim has to be earned (docs/contract.md
+§11).  ``DISTRIBUTED`` is earned in the kit's ``distributed`` area, ``TRANSACTIONS``
+in its ``transactions`` area.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import pluggy
 
@@ -35,6 +36,9 @@ from torpor._capabilities import Capability
 from torpor._fallbacks import LockedTransact, Pair, each_transact, snapshot_walk
 from torpor.errors import ConfigError
 from torpor.hookspecs import BatchFn, Expired, TransactFn
+
+if TYPE_CHECKING:
+    from torpor._transaction import BackendTransaction
 
 __all__ = ["CAPABILITY_HOOKS", "REQUIRED_HOOKS", "UNEARNED", "Binding", "make_plugin_manager"]
 
@@ -47,9 +51,11 @@ CAPABILITY_HOOKS: Final = {
     Capability.SECONDARY_INDEX: "torpor_find",
     # (SECONDARY_INDEX also needs torpor_create_index; checked below.)
     Capability.SHARED_MAILBOX: "torpor_mailbox",
+    Capability.TRANSACTIONS: "torpor_transaction",
 }
-UNEARNED: Final = frozenset({Capability.TRANSACTIONS})
-"""Capabilities no backend may claim yet: the conformance kit has no test for them."""
+UNEARNED: Final[frozenset[Capability]] = frozenset()
+"""Capabilities no backend may claim yet: the conformance kit has no test for them
+(none since the kit's ``transactions`` area)."""
 
 
 class _PluginManager(pluggy.PluginManager):
@@ -104,15 +110,18 @@ class Binding:
                 "torpor's conformance kit cannot test yet; a capability must be earned "
                 "by passing the kit, so drop the claim"
             )
-        if (
-            Capability.SHARED_MAILBOX in self.capabilities
-            and Capability.ATOMIC_UPDATE not in self.capabilities
-        ):
-            raise ConfigError(
-                f"backend {type(backend).__name__} claims SHARED_MAILBOX without "
-                "ATOMIC_UPDATE; a shared mailbox changes in the same transaction as the "
-                "records, so it needs torpor_transact"
-            )
+        for needs_transact, why in (
+            (Capability.SHARED_MAILBOX, "its mail changes in the same transaction as records"),
+            (Capability.TRANSACTIONS, "single-session writes must be isolated from them"),
+        ):  # fmt: skip
+            if (
+                needs_transact in self.capabilities
+                and Capability.ATOMIC_UPDATE not in self.capabilities
+            ):
+                raise ConfigError(
+                    f"backend {type(backend).__name__} claims {needs_transact.name} without "
+                    f"ATOMIC_UPDATE; {why}, so it needs torpor_transact"
+                )
         for capability, hook in CAPABILITY_HOOKS.items():
             has_hook = bool(self._backend_impls(hook))
             if has_hook != (capability in self.capabilities):
@@ -153,6 +162,7 @@ class Binding:
         self.create_index = self._bind("torpor_create_index")
         self.stats = self._bind("torpor_stats")
         self.mailbox = self._bind("torpor_mailbox")
+        self.transaction: Callable[[], BackendTransaction] | None = self._bind("torpor_transaction")
         native_transact = self._bind("torpor_transact")
         self.native_transact = native_transact is not None
         if self._backend_impls("torpor_transact_batch") and not self.native_transact:

@@ -30,7 +30,8 @@ class Capability(enum.Enum):
     SHARED_MAILBOX = "shared_mailbox"
     """Implements ``torpor_mailbox`` with a mailbox shared by every process."""
     TRANSACTIONS = "transactions"
-    """Multi-session transactions.  Not claimable until the kit tests it."""
+    """Implements ``torpor_transaction``: ``Manager.transaction()`` over several
+    sessions, atomic and isolated across every process that shares the store."""
     SECONDARY_INDEX = "secondary_index"
     """Implements ``torpor_find`` through indexes on data fields."""
 

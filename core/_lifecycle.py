@@ -8,9 +8,10 @@ lock.  ``enter`` appends *before* it reads the closed flag and ``close`` sets th
 *before* it reads the count, so a call is either refused or waited for, never missed.
 
 A user's ``update`` function runs inside the backend's transaction (a lock stripe,
-an LMDB write transaction).  A call back into torpor from there would deadlock or
-fail in the engine, so the thread is marked while ``fn`` runs and any manager call
-it makes raises ``ReentrantCall`` at once.
+an LMDB write transaction), and so does the body of a multi-session transaction.  A
+call back into the manager from there would deadlock or fail in the engine, so the
+thread is marked while such code runs and any manager call it makes raises
+``ReentrantCall`` at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from torpor.errors import ManagerClosed, ReentrantCall
 
@@ -28,18 +29,30 @@ __all__ = ["CallGate", "user_code"]
 
 T = TypeVar("T")
 
-_IN_USER_CODE: set[int] = set()  # idents of threads running an update function
+_UPDATE_FUNCTION: Final = (
+    "a torpor manager was called from inside an update() function; the function runs "
+    "inside the backend's transaction, so compute what you need before update() or make "
+    "the call after it returns"
+)
+# Thread ident -> why its manager calls are refused, innermost last (an update
+# function inside a multi-session transaction nests).
+_IN_USER_CODE: dict[int, list[str]] = {}
 
 
 @contextmanager
-def user_code() -> Iterator[None]:
-    """Mark this thread as running a user's ``update`` function."""
+def user_code(why: str = _UPDATE_FUNCTION) -> Iterator[None]:
+    """Mark this thread as running user code inside a backend transaction (an
+    ``update`` function, a transaction's body): manager calls raise ``ReentrantCall``
+    with ``why``."""
     ident = threading.get_ident()
-    _IN_USER_CODE.add(ident)
+    stack = _IN_USER_CODE.setdefault(ident, [])
+    stack.append(why)
     try:
         yield
     finally:
-        _IN_USER_CODE.discard(ident)
+        stack.pop()
+        if not stack:
+            del _IN_USER_CODE[ident]
 
 
 class CallGate:
@@ -50,12 +63,10 @@ class CallGate:
 
     @staticmethod
     def refuse_reentry() -> None:
-        if _IN_USER_CODE and threading.get_ident() in _IN_USER_CODE:
-            raise ReentrantCall(
-                "a torpor manager was called from inside an update() function; the "
-                "function runs inside the backend's transaction, so compute what you "
-                "need before update() or make the call after it returns"
-            )
+        if _IN_USER_CODE:
+            stack = _IN_USER_CODE.get(threading.get_ident())
+            if stack:
+                raise ReentrantCall(stack[-1])
 
     def enter(self) -> None:
         self.refuse_reentry()

@@ -18,8 +18,9 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast, overload
 
 from torpor import codec
 from torpor._binding import Binding, make_plugin_manager
@@ -37,6 +38,7 @@ from torpor._decisions import (
     decide_save,
     needs_write,
 )
+from torpor._default import DEFAULT, Default
 from torpor._events import EventKind, LifecycleEvent
 from torpor._fallbacks import LocalMailbox
 from torpor._ids import generate_id, key_to_id, validate_id
@@ -48,6 +50,12 @@ from torpor._session import Session
 from torpor._sweeper import Job, Sweeper
 from torpor._sweeps import StopFlag, Sweeps
 from torpor._touches import TouchBuffer
+from torpor._transaction import (
+    BackendTransaction,
+    Transaction,
+    run_transaction,
+    transaction_scope,
+)
 from torpor.errors import (
     ConfigError,
     InvalidArgument,
@@ -69,6 +77,8 @@ SessionId = str | bytes
 log = logging.getLogger("torpor")
 
 F = TypeVar("F", bound=Callable[..., Any])
+Change_ = Callable[[Record], "Record | None"]
+"""A change to a live record (``_rewrite``)."""
 T = TypeVar("T")
 
 _REMOVAL_EVENTS: Final = {
@@ -81,14 +91,6 @@ _REMOVAL_EVENTS: Final = {
 _ENVELOPE_MAX: Final = 512
 _URGENT_DRAIN_S: Final = 0.05
 _ORDERLY_DRAIN_S: Final = 30.0
-
-
-class _Default:
-    def __repr__(self) -> str:
-        return "<default>"
-
-
-DEFAULT: Final = _Default()
 
 
 def _gated(method: F) -> F:
@@ -379,7 +381,7 @@ class Manager:
         *,
         name: str | None = None,
         session_id: SessionId | None = None,
-        timeout_ms: int | _Default | None = DEFAULT,
+        timeout_ms: int | Default | None = DEFAULT,
     ) -> Session:
         """Create a session atomically.  ``session_id`` given and in use: ``SessionExists``.
 
@@ -387,21 +389,28 @@ class Manager:
         (``session_<name>_<token>`` when ``name`` is given).  An id in use by an expired
         session is taken over: that session ends (as expired) and this is a new one.
         """
-        if session_id is not None and name is not None:
-            raise InvalidSessionId("pass name= or session_id=, not both", rule="name_and_id")
-        sid = validate_id(session_id) if session_id is not None else generate_id(name)
-        timeout = (
-            self._default_timeout if isinstance(timeout_ms, _Default) else _timeout(timeout_ms)
-        )
-        payload = self._encode({} if data is None else data)
-        now = self._clock()
-        record = self._sized(
-            Record(sid, now, now, timeout, 1, False, secrets.randbits(63), payload)
-        )
+        record = self._new_record(data, name, session_id, timeout_ms)
+        sid, now = record.id, record.created_at
         outcome = self._transact(sid, lambda current: decide_create(current, record, now))
         self._settle(sid, outcome)
         self._emit(EventKind.CREATED, sid)
         return record.written_session(self._max_bytes)
+
+    def _new_record(
+        self,
+        data: dict[str, Any] | None,
+        name: str | None,
+        session_id: SessionId | None,
+        timeout_ms: int | Default | None,
+    ) -> Record:
+        """The first record of a new session (``create``'s arguments checked)."""
+        if session_id is not None and name is not None:
+            raise InvalidSessionId("pass name= or session_id=, not both", rule="name_and_id")
+        sid = validate_id(session_id) if session_id is not None else generate_id(name)
+        timeout = self._default_timeout if isinstance(timeout_ms, Default) else _timeout(timeout_ms)
+        payload = self._encode({} if data is None else data)
+        now = self._clock()
+        return self._sized(Record(sid, now, now, timeout, 1, False, secrets.randbits(63), payload))
 
     @_gated
     def get(self, session_id: SessionId) -> Session | None:
@@ -500,6 +509,13 @@ class Manager:
         backends that retry optimistic transactions, and must not call torpor
         (``ReentrantCall``).  Missing or expired: ``SessionNotFound``."""
         sid = validate_id(session_id)
+        result = self._rewrite(sid, self._modifier(fn), verify=False)
+        if result is None:
+            raise SessionNotFound(f"session {sid!r} does not exist (or has expired)")
+        return result.written_session(self._max_bytes)
+
+    def _modifier(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Change_:
+        """``update``'s change: ``fn`` over a private copy of the data."""
         if not callable(fn):
             raise InvalidArgument(
                 f"update() needs a function data -> data, not {type(fn).__name__}", argument="fn"
@@ -517,10 +533,7 @@ class Manager:
                 )
             return self._sized(record.rewritten(self._encode(new_data), now))
 
-        result = self._rewrite(sid, modify, verify=False)
-        if result is None:
-            raise SessionNotFound(f"session {sid!r} does not exist (or has expired)")
-        return result.written_session(self._max_bytes)
+        return modify
 
     @_gated
     def save(self, session: Session) -> Session:
@@ -530,16 +543,66 @@ class Manager:
         created again (another incarnation): ``SessionNotFound`` (a deleted session is
         never resurrected).  Only ``data`` is written; the stored timeout is kept.
         """
+        sid, saver = self._saver(session)
+        result = self._rewrite(sid, saver)
+        if result is None:
+            raise SessionNotFound(f"session {sid!r} was deleted or has expired; not saved")
+        return result.written_session(self._max_bytes)
+
+    def _saver(self, session: Session) -> tuple[str, Change_]:
+        """``save``'s id and change: the copy's data, if its version is the stored one."""
         if not isinstance(session, Session):
             raise SerializationError(f"save() takes a torpor.Session, not {type(session).__name__}")
         sid = validate_id(session.id)
         payload = self._encode(session.data)
         now = self._clock()
         check = decide_save(session.incarnation, session.version)
-        result = self._rewrite(sid, lambda r: self._sized(check(r).rewritten(payload, now)))
-        if result is None:
-            raise SessionNotFound(f"session {sid!r} was deleted or has expired; not saved")
-        return result.written_session(self._max_bytes)
+        return sid, lambda r: self._sized(check(r).rewritten(payload, now))
+
+    @overload
+    def transaction(self) -> AbstractContextManager[Transaction]: ...
+    @overload
+    def transaction(self, fn: Callable[[Transaction], T]) -> T: ...
+
+    def transaction(
+        self, fn: Callable[[Transaction], T] | None = None
+    ) -> AbstractContextManager[Transaction] | T:
+        """A multi-session transaction (capability ``TRANSACTIONS``): see
+        ``torpor.Transaction`` and docs/guide.md.
+
+        ``with mgr.transaction() as tx:`` runs its body once; ``mgr.transaction(fn)``
+        runs ``fn(tx)`` and returns its result, running it again when the backend
+        meets contention (so ``fn`` must have no other side effects).  Everything
+        done through ``tx`` commits together or not at all; an exception rolls it
+        back and propagates.  Without the capability: ``UnsupportedOperation``."""
+        begin = self._b.transaction
+        if begin is None:
+            raise UnsupportedOperation(
+                f"backend {self.backend_name!r} has no multi-session transactions "
+                "(capability TRANSACTIONS; mnesia_like has them); update sessions one at "
+                "a time, or use a backend that claims it"
+            )
+        if fn is None:
+            return self._transaction_scope(begin)
+        if not callable(fn):
+            raise InvalidArgument(
+                f"transaction() takes a function tx -> result, not {type(fn).__name__}",
+                argument="fn",
+            )
+        self._gate.enter()
+        try:
+            return run_transaction(self, begin, fn)
+        finally:
+            self._gate.exit()
+
+    @contextmanager
+    def _transaction_scope(self, begin: Callable[[], BackendTransaction]) -> Iterator[Transaction]:
+        self._gate.enter()  # a call in flight until it ends: close() waits for it
+        try:
+            with transaction_scope(self, begin) as tx:
+                yield tx
+        finally:
+            self._gate.exit()
 
     @_gated
     def touch(self, session_id: SessionId) -> bool:

@@ -8,6 +8,7 @@ anything torpor decided to refuse, and nothing that is a bug::
     ├── SessionExists                                  create() with an id in use
     ├── SessionNotFound         (also a KeyError)     the session is missing or expired
     ├── Conflict                                       save() of a stale copy
+    │   └── TransactionConflict                        a transaction met contention
     ├── SerializationError      (also a TypeError)    data that is not msgpack-able,
     │                                                  or a stored record we cannot read
     ├── SessionTooLarge         (also a ValueError)   encoded session > max_session_bytes
@@ -47,6 +48,7 @@ __all__ = [
     "SessionNotFound",
     "SessionTooLarge",
     "TorporError",
+    "TransactionConflict",
     "UnsupportedOperation",
 ]
 
@@ -83,6 +85,12 @@ class SessionNotFound(TorporError, KeyError):
 
 class Conflict(TorporError):
     """``save`` was given a copy whose version is no longer the stored one."""
+
+
+class TransactionConflict(Conflict):
+    """A multi-session transaction met contention and was rolled back; nothing of it
+    was applied.  ``mgr.transaction(fn)`` runs ``fn`` again on its own, a bounded
+    number of times, before raising it; a ``with`` block cannot be re-run."""
 
 
 class SerializationError(TorporError, TypeError):

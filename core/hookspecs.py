@@ -25,7 +25,8 @@ the semantics identical on every engine, and makes a backend small:
   ``torpor_iterate`` (``NATIVE_ITERATION``), ``torpor_idle_ids``
   (``NATIVE_HIBERNATION``), ``torpor_expired_ids`` (``NATIVE_EXPIRY``),
   ``torpor_find`` with ``torpor_create_index`` (``SECONDARY_INDEX``) and
-  ``torpor_mailbox`` (``SHARED_MAILBOX``, only with ``ATOMIC_UPDATE``).  A backend
+  ``torpor_mailbox`` (``SHARED_MAILBOX``, only with ``ATOMIC_UPDATE``) and
+  ``torpor_transaction`` (``TRANSACTIONS``, only with ``ATOMIC_UPDATE``).  A backend
   that implements one must claim the capability in ``torpor_capabilities``, and the
   conformance kit then tests it natively.  Claiming a capability without the hook
   (or the reverse) is refused when the manager opens.
@@ -145,6 +146,7 @@ if TYPE_CHECKING:
     from torpor._events import LifecycleEvent
     from torpor._mailbox import Mailbox
     from torpor._record import Record
+    from torpor._transaction import BackendTransaction
 
 __all__ = [
     "CANCEL",
@@ -492,6 +494,30 @@ def torpor_mailbox() -> Mailbox:  # type: ignore[empty-body]
     transaction as the records (see "Incarnations, removals and the mailbox" above),
     which is why it goes with ``ATOMIC_UPDATE``.  Optional; without it the manager
     keeps an in-process mailbox.  Called once, at open.
+    """
+
+
+@hookspec(firstresult=True)
+def torpor_transaction() -> BackendTransaction:  # type: ignore[empty-body]
+    """Begin a multi-session transaction for ``Manager.transaction()``.  Capability
+    ``TRANSACTIONS``, only with ``ATOMIC_UPDATE``.
+
+    Return a :class:`torpor.BackendTransaction` that has begun and already holds what
+    it needs to be isolated from every other writer, in this process and others
+    (SQLite: ``BEGIN IMMEDIATE`` on this thread's connection).  The manager uses it from
+    this thread only: it reads through ``fetch``, writes every change through
+    ``store`` and ``remove`` exactly as ``torpor_transact`` would apply a function's
+    ``Record`` or ``Removal`` (indexes, and with ``SHARED_MAILBOX`` the mail, in the
+    same transaction), nests with ``savepoint``/``release``/``rollback_to``, and ends
+    with ``commit`` or ``rollback``.  Until it commits nothing of it may be visible to
+    any other reader, and nothing another writer does may change what it read.
+
+    Waiting for the write lock is bounded: raise ``TransactionConflict`` when the lock
+    cannot be had in time (the manager's function form runs the body again), or
+    ``BackendUnavailable`` when the engine fails.  A backend whose transactions are
+    optimistic may raise ``TransactionConflict`` from any method, ``commit`` included:
+    the manager rolls back.  The kit's ``transactions`` area tests all of this
+    (bank transfers from threads and processes, aborts, re-runs, nested rollbacks).
     """
 
 

@@ -95,6 +95,7 @@ def test_kit_refuses_a_claim_it_cannot_test(
         "ets_like",
         "tests.minimal_backend:MinimalBackend",
         "tests.broken_backends:ExpiringMinimal",  # the base of the torpor_expire mistakes
+        "tests.broken_backends:LockedTransactions",  # the base of the transaction mistakes
     ],
 )
 def test_healthy_backends_pass_the_whole_kit(backend: str, pytester: pytest.Pytester) -> None:
@@ -109,6 +110,8 @@ def test_healthy_backends_pass_the_whole_kit(backend: str, pytester: pytest.Pyte
         assert statuses["iteration"] == statuses["hibernation"] == "fallback"
     if backend.endswith("ExpiringMinimal"):
         assert statuses["expiry"] == statuses["find"] == "native", statuses
+    if backend.endswith("LockedTransactions"):
+        assert statuses["transactions"] == statuses["find"] == "native", statuses
 
 
 @pytest.mark.timeout(600)
@@ -118,8 +121,10 @@ def test_lmdb_passes_the_whole_kit_with_every_area_native(pytester: pytest.Pytes
     run = run_kit(pytester, "lmdb")
     assert run.code == 0, run.output
     statuses = {row["area"]: row["status"] for row in run.matrix["areas"]}
-    # Its files are local to one host: it does not claim DISTRIBUTED, which has no fallback.
+    # Its files are local to one host: it does not claim DISTRIBUTED, which has no
+    # fallback; nor TRANSACTIONS (multi-session transactions: mnesia_like).
     assert statuses.pop("distributed") == "missing", statuses
+    assert statuses.pop("transactions") == "missing", statuses
     assert set(statuses.values()) <= {"core", "native"}, statuses  # no fallback, no other gap
     (multiprocess,) = [row for row in run.matrix["areas"] if row["area"] == "multiprocess"]
     assert multiprocess["skipped"] == 0, run.output  # every one ran, in real processes

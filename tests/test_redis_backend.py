@@ -306,7 +306,8 @@ def test_the_whole_kit_passes_natively(
     topology: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     # Every area native (or core), nothing skipped: the shared mailbox, find and the
-    # distributed area included.  On a Cluster sessions spread over 16 buckets.
+    # distributed area included; all but transactions (TRANSACTIONS is not claimed:
+    # issue 10).  On a Cluster sessions spread over 16 buckets.
     if topology == "cluster":
         nodes = request.getfixturevalue("redis_cluster")
         options = [f"url={nodes.url}", "cluster=true"]
@@ -326,6 +327,8 @@ def test_the_whole_kit_passes_natively(
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     matrix = json.loads(report.read_text(encoding="utf-8"))
     assert matrix["failing_areas"] == []
-    for area in matrix["areas"]:
+    areas = {area["area"]: area for area in matrix["areas"]}
+    assert areas.pop("transactions")["status"] == "missing"
+    for area in areas.values():
         assert area["status"] in ("native", "core"), area
         assert area["skipped"] == 0 and area["failed"] == 0, area

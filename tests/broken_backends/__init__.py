@@ -14,16 +14,19 @@ The modules follow the bug classes of the reviews:
   ``OwnMailbox``, correct native bases);
 * ``storage``: multi-process visibility, durability and atomicity, and damaged or
   foreign data (most on the real LMDB backend);
-* ``distributed``: claims of ``DISTRIBUTED`` by backends whose state stays on one host.
+* ``distributed``: claims of ``DISTRIBUTED`` by backends whose state stays on one host;
+* ``transactions``: multi-session transactions (with ``LockedTransactions``, a correct
+  one to break).
 
 Run one by hand: ``torpor conformance tests.broken_backends:NAME --area AREA``.
 """
 
-from tests.broken_backends import basics, distributed, indexes, storage, walks
+from tests.broken_backends import basics, distributed, indexes, storage, transactions, walks
 from tests.broken_backends.basics import *  # noqa: F403
 from tests.broken_backends.distributed import *  # noqa: F403
 from tests.broken_backends.indexes import *  # noqa: F403
 from tests.broken_backends.storage import *  # noqa: F403
+from tests.broken_backends.transactions import *  # noqa: F403
 from tests.broken_backends.walks import *  # noqa: F403
 
 BROKEN: dict[str, str] = {
@@ -32,11 +35,18 @@ BROKEN: dict[str, str] = {
     **walks.BROKEN,
     **storage.BROKEN,
     **distributed.BROKEN,
+    **transactions.BROKEN,
 }
 """Each broken backend (a name in this package) and the kit area that must catch it."""
 
 REFUSED: dict[str, str] = basics.REFUSED
 """Backends the kit refuses before any test runs, with the claim it refuses."""
 
-HEALTHY: tuple[str, ...] = ("IndexedMinimal", "ExpiringMinimal", "SortedKeys", "OwnMailbox")
+HEALTHY: tuple[str, ...] = (
+    "IndexedMinimal",
+    "ExpiringMinimal",
+    "LockedTransactions",
+    "SortedKeys",
+    "OwnMailbox",
+)
 """The correct bases some broken backends are built on: they pass the whole kit."""
