@@ -249,7 +249,7 @@ def test_quick_run_reports_every_case_with_paired_ratios(backend: str, tmp_path:
     if backend == "ets_like":
         assert {"live session data", "hibernated session", "active session, 0.1 path"} <= memory
     # The table names each ratio's baseline; the plot is a PNG.
-    assert "get cold" in result.output and "issue 9 goals" in result.output
+    assert "get cold" in result.output and "goals (issues 9-11)" in result.output
     assert png.read_bytes().startswith(PNG_SIGNATURE) and png.stat().st_size > 1000
 
 

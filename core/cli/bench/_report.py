@@ -68,7 +68,7 @@ def print_result(console: Console, result: BackendResult) -> None:
             memory.add_row(escape(figure.name), f"{figure.bytes:,.0f}", escape(figure.what))
         console.print(memory)
     if result.goals:
-        goals = Table(title=f"issue 9 goals: {result.backend} (reported, not enforced)")
+        goals = Table(title=f"goals (issues 9-11): {result.backend} (reported, not enforced)")
         for column in ("goal", "measured", "limit", "verdict"):
             goals.add_column(column, justify="left" if column == "goal" else "right")
         for goal in result.goals:
