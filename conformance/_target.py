@@ -87,7 +87,9 @@ class Target:
         factory is loaded, never called.  ``ConfigError`` if it is malformed."""
         if self.backend is None:
             return None
-        return describe_factory(resolve_factory(self.backend), name=self.backend)
+        return describe_factory(
+            resolve_factory(self.backend), name=self.backend, options=self.options
+        )
 
     def storage_options(self) -> dict[str, str]:
         """Each declared storage option and the value the kit gives it by default,

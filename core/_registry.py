@@ -44,7 +44,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from torpor._capabilities import Capability
@@ -186,6 +186,7 @@ def describe_backends() -> list[BackendInfo]:
 
 CAPABILITIES_ATTRIBUTE = "capabilities"
 STORAGE_OPTIONS_ATTRIBUTE = "storage_options"
+VARIANTS_ATTRIBUTE = "capabilities_by_option"
 
 
 @dataclass(frozen=True)
@@ -195,16 +196,27 @@ class FactoryMetadata:
 
     ``capabilities`` is ``None`` when the factory does not declare them (only an
     instance can then tell).  ``storage_options`` maps each option naming a storage
-    location to its default name under a fresh folder (empty: none).
+    location to its default name under a fresh folder (empty: none).  ``variants``
+    holds the other sets a factory builds backends with, by option and value
+    (mnesia_like: ``{"storage": {"ram": ...}}``): ``capabilities`` is then the set for
+    the options given to :func:`describe_factory` (its defaults when none match).
     """
 
     capabilities: frozenset[Capability] | None
     storage_options: Mapping[str, str]
+    variants: Mapping[str, Mapping[str, frozenset[Capability]]] = field(default_factory=dict)
 
 
-def describe_factory(factory: Callable[..., Any], *, name: str | None = None) -> FactoryMetadata:
-    """The static metadata of ``factory``: its ``capabilities`` and ``storage_options``
-    attributes, checked.  The factory is never called.
+def describe_factory(
+    factory: Callable[..., Any],
+    *,
+    name: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> FactoryMetadata:
+    """The static metadata of ``factory``: its ``capabilities``, ``storage_options``
+    and ``capabilities_by_option`` attributes, checked.  The factory is never called.
+    ``options``: the options a backend would be built with, which choose among the
+    declared variants (``FactoryMetadata.variants``).
 
     A malformed declaration (an unknown capability, a storage option whose default is
     not a relative name) raises ``ConfigError`` naming the factory (``name``, else its
@@ -212,26 +224,51 @@ def describe_factory(factory: Callable[..., Any], *, name: str | None = None) ->
     """
     label = name or _factory_label(factory)
     claims = getattr(factory, CAPABILITIES_ATTRIBUTE, None)
-    capabilities: frozenset[Capability] | None = None
-    if claims is not None:
-        if isinstance(claims, str | bytes) or not _iterable(claims):
+    capabilities = None if claims is None else _capabilities(claims, label)
+    variants = _variants(getattr(factory, VARIANTS_ATTRIBUTE, None), label)
+    for option, by_value in variants.items():
+        chosen = by_value.get(str((options or {}).get(option)))
+        if chosen is not None:
+            capabilities = chosen
+    return FactoryMetadata(capabilities, _storage_options(factory, label), variants)
+
+
+def _capabilities(claims: object, label: str) -> frozenset[Capability]:
+    if isinstance(claims, str | bytes) or not _iterable(claims):
+        raise ConfigError(
+            f"backend factory {label}: {CAPABILITIES_ATTRIBUTE} must be a collection of "
+            f"torpor.Capability, not {type(claims).__name__}"
+        )
+    parsed = set()
+    for claim in claims:  # type: ignore[attr-defined]
+        if not isinstance(claim, str | Capability):
             raise ConfigError(
-                f"backend factory {label}: {CAPABILITIES_ATTRIBUTE} must be a collection of "
-                f"torpor.Capability, not {type(claims).__name__}"
+                f"backend factory {label}: {CAPABILITIES_ATTRIBUTE} holds "
+                f"{type(claim).__name__} {claim!r}, not a torpor.Capability"
             )
-        parsed = set()
-        for claim in claims:
-            if not isinstance(claim, str | Capability):
-                raise ConfigError(
-                    f"backend factory {label}: {CAPABILITIES_ATTRIBUTE} holds "
-                    f"{type(claim).__name__} {claim!r}, not a torpor.Capability"
-                )
-            try:
-                parsed.add(Capability.parse(claim))
-            except ValueError as exc:
-                raise ConfigError(f"backend factory {label} declares an {exc}") from None
-        capabilities = frozenset(parsed)
-    return FactoryMetadata(capabilities, _storage_options(factory, label))
+        try:
+            parsed.add(Capability.parse(claim))
+        except ValueError as exc:
+            raise ConfigError(f"backend factory {label} declares an {exc}") from None
+    return frozenset(parsed)
+
+
+def _variants(declared: object, label: str) -> dict[str, dict[str, frozenset[Capability]]]:
+    """``{option: {value: capabilities}}``, checked."""
+    if declared is None:
+        return {}
+    if not isinstance(declared, Mapping) or not all(
+        isinstance(option, str) and isinstance(by_value, Mapping)
+        for option, by_value in declared.items()
+    ):
+        raise ConfigError(
+            f"backend factory {label}: {VARIANTS_ATTRIBUTE} must map an option name to "
+            "{value: capabilities} (e.g. {'storage': {'ram': [...]}})"
+        )
+    return {
+        option: {str(value): _capabilities(claims, label) for value, claims in by_value.items()}
+        for option, by_value in declared.items()
+    }
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -241,16 +278,28 @@ def backend_factory(
     *,
     capabilities: Iterable[Capability | str] | None = None,
     storage_options: Mapping[str, str] | None = None,
+    capabilities_by_option: Mapping[str, Mapping[str, Iterable[Capability | str]]] | None = None,
 ) -> Callable[[_F], _F]:
-    """Decorator: declare a factory's metadata (sets the ``capabilities`` and
-    ``storage_options`` attributes) and check it at once, so that a typo fails at
-    import, with ``ConfigError``, rather than in a user's listing."""
+    """Decorator: declare a factory's metadata (sets the ``capabilities``,
+    ``storage_options`` and ``capabilities_by_option`` attributes) and check it at
+    once, so that a typo fails at import, with ``ConfigError``, rather than in a
+    user's listing.  ``capabilities_by_option``: the claims of backends built with an
+    option's other values (``{"storage": {"ram": [...]}}``)."""
 
     def declare(factory: _F) -> _F:
         if capabilities is not None:
             setattr(factory, CAPABILITIES_ATTRIBUTE, frozenset(capabilities))
         if storage_options is not None:
             setattr(factory, STORAGE_OPTIONS_ATTRIBUTE, dict(storage_options))
+        if capabilities_by_option is not None:
+            setattr(
+                factory,
+                VARIANTS_ATTRIBUTE,
+                {
+                    o: {v: frozenset(c) for v, c in by.items()}
+                    for o, by in capabilities_by_option.items()
+                },
+            )
         describe_factory(factory)
         return factory
 

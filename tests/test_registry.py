@@ -326,12 +326,41 @@ def test_the_backend_factory_decorator_declares_and_checks_at_once() -> None:
         torpor.backend_factory(capabilities=["telepathy"])(lambda: None)
 
 
-@pytest.mark.parametrize("name", ["ets_like", "lmdb"])
-def test_first_party_factories_declare_what_their_backends_claim(name: str, tmp_path: Path) -> None:
+def test_a_factory_declares_the_claims_of_each_value_of_an_option() -> None:
+    P, M = torpor.Capability.PERSISTENT, torpor.Capability.MULTI_PROCESS
+
+    @torpor.backend_factory(capabilities={P, M}, capabilities_by_option={"mode": {"ram": []}})
+    def create_backend(**options: object) -> object:
+        raise AssertionError("must not be called")
+
+    assert torpor.describe_factory(create_backend).capabilities == {P, M}
+    assert torpor.describe_factory(create_backend, options={"mode": "disk"}).capabilities == {P, M}
+    ram = torpor.describe_factory(create_backend, options={"mode": "ram"})
+    assert ram.capabilities == frozenset() and ram.variants == {"mode": {"ram": frozenset()}}
+    with pytest.raises(torpor.ConfigError, match="unknown capability 'telepathy'"):
+        torpor.backend_factory(capabilities_by_option={"mode": {"x": ["telepathy"]}})(lambda: None)
+    create_backend.capabilities_by_option = ["not", "a", "mapping"]  # type: ignore[attr-defined]
+    with pytest.raises(torpor.ConfigError, match="capabilities_by_option must map"):
+        torpor.describe_factory(create_backend)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "storage"),
+    [
+        ("ets_like", {}, {}),
+        ("lmdb", {"path": "env"}, {"path": "sessions"}),
+        ("mnesia_like", {"path": "db"}, {"path": "sessions.sqlite3"}),
+        ("mnesia_like", {"path": "db", "storage": "disc_only"}, {"path": "sessions.sqlite3"}),
+        ("mnesia_like", {"path": "db", "storage": "ram"}, {"path": "sessions.sqlite3"}),
+    ],
+)
+def test_first_party_factories_declare_what_their_backends_claim(
+    name: str, options: dict[str, str], storage: dict[str, str], tmp_path: Path
+) -> None:
     if name == "lmdb":
         pytest.importorskip("lmdb")
-    metadata = torpor.describe_factory(torpor.load_backend_factory(name))
-    options = {"path": str(tmp_path / "env")} if name == "lmdb" else {}
-    with torpor.open(name, sweeper=False, **options) as mgr:
+    metadata = torpor.describe_factory(torpor.load_backend_factory(name), options=options)
+    opened = {k: str(tmp_path / v) if k == "path" else v for k, v in options.items()}
+    with torpor.open(name, sweeper=False, **opened) as mgr:
         assert metadata.capabilities == mgr.capabilities
-    assert metadata.storage_options == ({"path": "sessions"} if name == "lmdb" else {})
+    assert metadata.storage_options == storage

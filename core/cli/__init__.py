@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from torpor.cli._backup import backup
 from torpor.cli._bench import bench
 from torpor.cli._conformance import conformance
 from torpor.cli._demo import demo
@@ -76,6 +77,10 @@ def _metadata_of(factory: Callable[..., Any], name: str) -> str:
     else:
         claims = ", ".join(sorted(c.value for c in metadata.capabilities)) or "none (fallbacks)"
     lines = [f"capabilities: {claims}"]
+    for option, by_value in metadata.variants.items():
+        for value, variant in by_value.items():
+            listed = ", ".join(sorted(c.value for c in variant)) or "none (fallbacks)"
+            lines.append(f"with {option}={value}: {listed}")
     if metadata.storage_options:
         lines.append(f"storage options: {', '.join(sorted(metadata.storage_options))}")
     return "\n".join(lines)
@@ -84,6 +89,7 @@ def _metadata_of(factory: Callable[..., Any], name: str) -> str:
 cli.add_command(demo)
 cli.add_command(bench)
 cli.add_command(conformance)
+cli.add_command(backup)
 
 
 def main() -> None:
