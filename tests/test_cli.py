@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import torpor
 from torpor.cli import cli
 
 
@@ -20,6 +21,8 @@ def test_backends_lists_every_backend_with_its_capabilities() -> None:
     # lmdb needs a folder to open, but the listing reads its factory's metadata.
     assert re.search(r"lmdb .*shared_mailbox", result.output), result.output
     assert re.search(r"storage options: path", result.output), result.output
+    # mnesia_like's claims differ by storage mode: the listing shows both.
+    assert re.search(r"with storage=ram: atomic_update", result.output), result.output
 
 
 THIRD_PARTY = """
@@ -224,3 +227,23 @@ def test_model_examples_default_is_one_number_and_its_cost_is_documented() -> No
     # A measured figure for each count, on ets_like and lmdb; no bare suggestion.
     for count in ("25 (default)", "100", "500", "2000"):
         assert re.search(rf"^\| {re.escape(count)} \| [\d-]+ s \| [\d-]+ s \|", longer, re.M), count
+
+
+def test_backup_copies_a_mnesia_like_store_that_opens_with_every_session(tmp_path: Path) -> None:
+    source, target = tmp_path / "live.sqlite3", tmp_path / "copy.sqlite3"
+    with torpor.open("mnesia_like", path=str(source), sweeper=False) as mgr:
+        ids = sorted(mgr.create({"n": i}).id for i in range(5))
+    result = CliRunner().invoke(cli, ["backup", "--option", f"path={source}", str(target)])
+    assert result.exit_code == 0, result.output
+    assert target.stat().st_mode & 0o777 == 0o600
+    with torpor.open("mnesia_like", path=str(target), sweeper=False) as copy:
+        assert sorted(copy.ids()) == ids
+        assert sorted(s.data["n"] for s in copy.sessions()) == list(range(5))
+    again = CliRunner().invoke(cli, ["backup", "--option", f"path={source}", str(target)])
+    assert again.exit_code == 1 and "exists already" in again.output, again.output
+
+
+def test_backup_of_a_backend_that_cannot_is_one_line() -> None:
+    result = CliRunner().invoke(cli, ["backup", "--backend", "ets_like", "copy.db"])
+    assert result.exit_code == 1
+    assert "cannot make a backup" in result.output and "Traceback" not in result.output
