@@ -137,6 +137,7 @@ class Transaction:
         self._after: list[tuple[str, Outcome, bool]] = []  # settled after the commit
         self._marks: list[int] = []  # len(_after) at each open savepoint
         self._failed: BaseException | None = None
+        self._ended = False
 
     # -- reads -------------------------------------------------------------------
     def get(self, session_id: SessionId) -> Session | None:
@@ -251,6 +252,12 @@ class Transaction:
             raise
 
     def _check(self) -> None:
+        if self._ended:
+            raise InvalidArgument(
+                "this transaction has ended (committed or rolled back); a tx is used "
+                "inside its with block or function only",
+                argument="tx",
+            )
         if threading.get_ident() != self._thread:
             raise InvalidArgument(
                 "a transaction is used from the thread that began it", argument="tx"
@@ -280,22 +287,25 @@ def transaction_scope(
     ):
         tx = Transaction(manager, begin())
         try:
-            yield tx
-        except BaseException:
-            _rollback(tx)
-            raise
-        if tx._failed is not None:
-            _rollback(tx)
-            raise _failure(
-                tx._failed,
-                "the transaction was rolled back: a backend call in it failed (and the body "
-                "went on); nothing of it was applied",
-            )
-        try:
-            tx._b.commit()
-        except BaseException:
-            _rollback(tx)
-            raise
+            try:
+                yield tx
+            except BaseException:
+                _rollback(tx)
+                raise
+            if tx._failed is not None:
+                _rollback(tx)
+                raise _failure(
+                    tx._failed,
+                    "the transaction was rolled back: a backend call in it failed (and the "
+                    "body went on); nothing of it was applied",
+                )
+            try:
+                tx._b.commit()
+            except BaseException:
+                _rollback(tx)
+                raise
+        finally:
+            tx._ended = True  # a tx kept past its block never reaches the backend
     tx._settle()
 
 

@@ -131,6 +131,23 @@ def test_lmdb_passes_the_whole_kit_with_every_area_native(pytester: pytest.Pytes
     assert multiprocess["passed"] >= len(_kit_tests("multiprocess")), run.output
 
 
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("storage", ["disc", "disc_only", "ram"])
+def test_mnesia_like_passes_the_whole_kit_in_every_storage_mode(
+    storage: str, pytester: pytest.Pytester
+) -> None:
+    # disc and disc_only: every area native (transactions included) but distributed,
+    # which a local file cannot earn; ram: also without persistence and several
+    # processes, which it does not claim (issue 11).
+    run = run_kit(pytester, "mnesia_like", "--torpor-option", f"storage={storage}")
+    assert run.code == 0, run.output
+    statuses = {row["area"]: row["status"] for row in run.matrix["areas"]}
+    missing = {"distributed"} | ({"persistence", "multiprocess"} if storage == "ram" else set())
+    assert {a for a, s in statuses.items() if s == "missing"} == missing, statuses
+    assert {s for a, s in statuses.items() if a not in missing} <= {"core", "native"}, statuses
+    assert statuses["transactions"] == statuses["expiry"] == statuses["mailbox"] == "native"
+
+
 def test_cli_exits_non_zero_and_names_the_area(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

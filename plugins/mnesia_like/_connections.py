@@ -19,7 +19,11 @@ in-memory database, and the write transaction every change runs in.
   closes.  A shared cache answers contention with ``SQLITE_LOCKED``, which no busy
   handler waits for, so in ram mode every statement (and every transaction, from
   its ``BEGIN`` to its end) holds the database's process-wide lock instead: all its
-  users are in this process.
+  users are in this process.  So in ram mode a transaction also holds off readers in
+  other threads; every wait for that lock is bounded like a wait for SQLite's
+  (``busy_timeout_ms``, ``RETRIES`` + 1 times), then a typed error.
+* **One storage mode per file** in a process: a second backend on a file already
+  open with another mode is refused (``ConfigError``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,13 @@ from contextlib import AbstractContextManager, nullcontext, suppress
 from pathlib import Path
 from typing import Final, NamedTuple, TypeVar
 
-from torpor.errors import BackendUnavailable, ManagerClosed, TorporError, TransactionConflict
+from torpor.errors import (
+    BackendUnavailable,
+    ConfigError,
+    ManagerClosed,
+    TorporError,
+    TransactionConflict,
+)
 from torpor.plugins.mnesia_like._errors import describe, is_busy, translated
 
 __all__ = ["MODES", "RETRIES", "Database", "Mode"]
@@ -75,6 +85,21 @@ class _Memory:
         self.users = 0
 
 
+class _Bounded:
+    """Holds a ram database's lock, waiting for it no longer than a writer waits for
+    SQLite's lock in the other modes; then ``error()`` is raised."""
+
+    def __init__(self, lock: threading.RLock, wait_s: float, error: Callable[[], TorporError]):
+        self._lock, self._wait_s, self._error = lock, wait_s, error
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=self._wait_s):
+            raise self._error()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 class _Held:
     """A thread's connection, in the backend's weak registry: the thread-local storage
     holds the only strong reference, so the connection goes with its thread."""
@@ -111,12 +136,13 @@ class Database:
             self.target = str(path)
             self._uri = False
             _prepare_files(path)
-            self._guard: Callable[[], AbstractContextManager[object]] = nullcontext
+            self._file = _claim_file(path, mode)
+            self._guard: Callable[[bool], AbstractContextManager[object]] = _unguarded
         else:
             self._memory = _acquire_memory(path)
             self.target = self._memory.uri
             self._uri = True
-            self._guard = lambda: self._memory.lock  # type: ignore[union-attr]
+            self._guard = self._bounded
 
     # -- connections -------------------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
@@ -153,9 +179,25 @@ class Database:
         self._local.held = held  # dropped (and the connection closed) with the thread
         return conn
 
-    def guard(self) -> AbstractContextManager[object]:
-        """Held around every statement in ram mode (see the module docstring)."""
-        return self._guard()
+    def guard(self, conflict: bool = False) -> AbstractContextManager[object]:
+        """Held around every statement in ram mode (see the module docstring): a wait
+        for it is bounded like a wait for SQLite's lock, then ``BackendUnavailable``
+        (``TransactionConflict`` with ``conflict``: a transaction not begun yet)."""
+        return self._guard(conflict)
+
+    def _bounded(self, conflict: bool = False) -> AbstractContextManager[object]:
+        assert self._memory is not None
+        kind: type[TorporError] = TransactionConflict if conflict else BackendUnavailable
+        waited = (RETRIES + 1) * self._busy_s
+
+        def error() -> TorporError:
+            return kind(
+                f"mnesia_like: another thread held the in-memory database {self.target} "
+                f"for over {waited:g} s (a transaction holds it from begin to end in ram "
+                f"mode; {RETRIES + 1} waits of busy_timeout_ms={self._busy_ms})"
+            )
+
+        return _Bounded(self._memory.lock, waited, error)
 
     # -- statements --------------------------------------------------------------------
     def read(self, where: str, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -247,6 +289,8 @@ class Database:
         self._local = threading.local()
         if self._memory is not None:
             _release_memory(self._memory)
+        else:
+            _release_file(self._file)
 
 
 def _in_savepoint(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -283,6 +327,40 @@ def _prepare_files(path: Path) -> None:
         os.close(fd)
     except OSError as exc:
         raise BackendUnavailable(f"mnesia_like cannot create {str(path)!r}: {exc}") from exc
+
+
+def _unguarded(conflict: bool = False) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+# Each database file this process has open -> (its storage mode, how many backends):
+# one file has one configuration in a process (docs/contract.md), so a disc_only
+# user never shares its file with a writer that commits at synchronous=NORMAL.
+_FILES: dict[str, tuple[str, int]] = {}
+_FILES_LOCK = threading.Lock()
+
+
+def _claim_file(path: Path, mode: Mode) -> str:
+    key = os.path.realpath(path)
+    with _FILES_LOCK:
+        held, users = _FILES.get(key, (mode.name, 0))
+        if held != mode.name:
+            raise ConfigError(
+                f"mnesia_like database {str(path)!r} is open in this process with "
+                f"storage={held!r}; it cannot be opened with storage={mode.name!r} too "
+                "(one file, one storage mode: close the other managers first)"
+            )
+        _FILES[key] = (held, users + 1)
+    return key
+
+
+def _release_file(key: str) -> None:
+    with _FILES_LOCK:
+        mode, users = _FILES.get(key, ("", 1))
+        if users <= 1:
+            _FILES.pop(key, None)
+        else:
+            _FILES[key] = (mode, users - 1)
 
 
 def _acquire_memory(path: Path | None) -> _Memory:

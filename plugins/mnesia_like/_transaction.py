@@ -45,7 +45,7 @@ class SqliteTransaction:
     @classmethod
     def begin(cls, backend: SqliteBackend) -> SqliteTransaction:
         db = backend.db
-        guard = db.guard()
+        guard = db.guard(conflict=True)
         guard.__enter__()
         try:
             conn = db.begin("transaction")
