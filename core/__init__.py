@@ -20,6 +20,7 @@ from torpor._ids import MAX_ID_BYTES, generate_id, is_valid_id, validate_id
 from torpor._mailbox import Mailbox, closed_while_waiting, gone_while_waiting
 from torpor._manager import Manager, SessionId
 from torpor._open import check_backend_options, open
+from torpor._receivers import LocalReceivers, Receiver
 from torpor._record import Record
 from torpor._registry import (
     FactoryMetadata,
@@ -71,11 +72,13 @@ __all__ = [
     "InvalidSessionId",
     "LifecycleEvent",
     "LocalMailbox",
+    "LocalReceivers",
     "Mailbox",
     "Manager",
     "ManagerClosed",
     "ManualClock",
     "MissingDependency",
+    "Receiver",
     "Record",
     "ReentrantCall",
     "Removal",

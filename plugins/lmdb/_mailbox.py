@@ -22,11 +22,10 @@ transaction only when a read transaction saw some.
 from __future__ import annotations
 
 import struct
-import threading
 import time
 from typing import Final
 
-from torpor import closed_while_waiting, gone_while_waiting
+from torpor import LocalReceivers, gone_while_waiting
 from torpor.errors import ManagerClosed
 from torpor.plugins.lmdb._env import SharedEnv, Txn
 from torpor.plugins.lmdb._store import Store, incarnation_bits, mail_prefix
@@ -41,27 +40,13 @@ _SEQ_KEY: Final = b"mail_seq"
 _U64 = struct.Struct(">Q")
 
 
-class _Waiting:
-    """Receivers of one session in this process."""
-
-    __slots__ = ("checked", "cond", "generation", "users")
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self.cond = threading.Condition(lock)
-        self.generation = 0  # bumped by every local change that concerns the session
-        self.users = 0  # receivers holding this entry
-        self.checked = 0  # of them, those that saw the session alive (``waiters``)
-
-
 class LmdbMailbox:
     """The ``torpor.Mailbox`` of the lmdb backend."""
 
     def __init__(self, shared: SharedEnv, store: Store) -> None:
         self._shared = shared
         self._store = store
-        self._lock = threading.Lock()
-        self._waiting: dict[str, _Waiting] = {}
-        self._closed = False
+        self._receivers = LocalReceivers()
 
     # -- the protocol ----------------------------------------------------------------
     def send(self, session_id: str, incarnation: int, message: bytes, priority: bool) -> bool:
@@ -92,14 +77,9 @@ class LmdbMailbox:
         deadline = time.monotonic() + timeout
         key = session_id.encode("utf-8")
         wanted = incarnation_bits(incarnation)
-        waiting = self._join(session_id)
-        checked = False
-        try:
+        with self._receivers.receiving(session_id) as receiver:
             while True:
-                with self._lock:
-                    if self._closed:
-                        raise closed_while_waiting(session_id)
-                    generation = waiting.generation
+                generation = receiver.round()
                 alive, queued, cancelled = self._shared.read(
                     lambda txn: self._look(txn, key, wanted)
                 )
@@ -111,18 +91,11 @@ class LmdbMailbox:
                         return taken
                 if not alive:
                     raise gone_while_waiting(session_id, cancelled)
-                if not checked:
-                    checked = True
-                    with self._lock:
-                        waiting.checked += 1
+                receiver.saw_alive()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
-                with self._lock:
-                    if waiting.generation == generation and not self._closed:
-                        waiting.cond.wait(min(remaining, POLL_S))
-        finally:
-            self._leave(session_id, waiting, checked)
+                receiver.wait(generation, min(remaining, POLL_S))
 
     def pending(self, session_id: str, incarnation: int) -> int:
         key = session_id.encode("utf-8")
@@ -146,44 +119,17 @@ class LmdbMailbox:
         return self._shared.read(count)
 
     def waiters(self, session_id: str) -> int:
-        with self._lock:
-            waiting = self._waiting.get(session_id)
-            return 0 if waiting is None else waiting.checked
+        return self._receivers.waiters(session_id)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            for waiting in self._waiting.values():
-                waiting.generation += 1
-                waiting.cond.notify_all()
+        self._receivers.close()
 
     # -- for the backend -------------------------------------------------------------
     def changed(self, session_id: str) -> None:
         """A local commit sent to, or removed, the session: wake its receivers here."""
-        if not self._waiting:  # the usual case: nobody waits; no lock taken
-            return
-        with self._lock:
-            waiting = self._waiting.get(session_id)
-            if waiting is not None:
-                waiting.generation += 1
-                waiting.cond.notify_all()
+        self._receivers.changed(session_id)
 
     # -- internals -------------------------------------------------------------------
-    def _join(self, session_id: str) -> _Waiting:
-        with self._lock:
-            waiting = self._waiting.get(session_id)
-            if waiting is None:
-                waiting = self._waiting[session_id] = _Waiting(self._lock)
-            waiting.users += 1
-            return waiting
-
-    def _leave(self, session_id: str, waiting: _Waiting, checked: bool) -> None:
-        with self._lock:
-            waiting.users -= 1
-            waiting.checked -= checked
-            if not waiting.users and self._waiting.get(session_id) is waiting:
-                del self._waiting[session_id]
-
     def _look(self, txn: Txn, key: bytes, wanted: int) -> tuple[bool, bool, bool]:
         """(alive, messages queued, cancelled) for that incarnation, in one snapshot."""
         if not self._store.is_live(txn, key, wanted):

@@ -25,12 +25,11 @@ tombstone (a cancellation) makes it raise ``SessionCancelled``; none,
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from typing import Final
 
-from torpor import closed_while_waiting, gone_while_waiting
+from torpor import LocalReceivers, closed_while_waiting, gone_while_waiting
 from torpor.errors import ManagerClosed
 from torpor.plugins.mnesia_like._connections import Database
 from torpor.plugins.mnesia_like._rows import cancelled, i64
@@ -48,27 +47,13 @@ _LOOK: Final = (
 )
 
 
-class _Waiting:
-    """Receivers of one session in this process."""
-
-    __slots__ = ("checked", "cond", "generation", "users")
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self.cond = threading.Condition(lock)
-        self.generation = 0  # bumped by every local change that concerns the session
-        self.users = 0
-        self.checked = 0  # of them, those that saw the session alive (``waiters``)
-
-
 class SqliteMailbox:
     """The ``torpor.Mailbox`` of the mnesia_like backend."""
 
     def __init__(self, db: Database, closing: Callable[[], bool]) -> None:
         self._db = db
         self._closing = closing
-        self._lock = threading.Lock()
-        self._waiting: dict[str, _Waiting] = {}
-        self._closed = False
+        self._receivers = LocalReceivers()
 
     # -- the protocol ------------------------------------------------------------------
     def send(self, session_id: str, incarnation: int, message: bytes, priority: bool) -> bool:
@@ -93,21 +78,16 @@ class SqliteMailbox:
     def receive(
         self, session_id: str, incarnation: int, max_messages: int, timeout: float
     ) -> list[bytes]:
-        if self._closed:
+        if self._receivers.closed:
             raise closed_while_waiting(session_id)
         deadline = time.monotonic() + timeout
         key = session_id.encode("utf-8")
         wanted = i64(incarnation)
-        waiting = self._join(session_id)
-        checked = False
         seen_version: int | None = None
         last_look = 0.0
-        try:
+        with self._receivers.receiving(session_id) as receiver:
             while True:
-                with self._lock:
-                    if self._closed:
-                        raise closed_while_waiting(session_id)
-                    generation = waiting.generation
+                generation = receiver.round()
                 version = self._db.read("receive", _data_version)
                 now = time.monotonic()
                 if version != seen_version or now - last_look >= _LOOK_S:
@@ -123,20 +103,12 @@ class SqliteMailbox:
                             return taken
                     if not alive:
                         raise gone_while_waiting(session_id, was_cancelled)
-                    if not checked:
-                        checked = True
-                        with self._lock:
-                            waiting.checked += 1
+                    receiver.saw_alive()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
-                with self._lock:
-                    if waiting.generation == generation and not self._closed:
-                        waiting.cond.wait(min(remaining, POLL_S))
-                    if waiting.generation != generation:
-                        seen_version = None  # a local change: look now
-        finally:
-            self._leave(session_id, waiting, checked)
+                if receiver.wait(generation, min(remaining, POLL_S)):
+                    seen_version = None  # a local change: look now
 
     def pending(self, session_id: str, incarnation: int) -> int:
         found = self._db.read(
@@ -151,44 +123,17 @@ class SqliteMailbox:
         return int(found[0])
 
     def waiters(self, session_id: str) -> int:
-        with self._lock:
-            waiting = self._waiting.get(session_id)
-            return 0 if waiting is None else waiting.checked
+        return self._receivers.waiters(session_id)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            for waiting in self._waiting.values():
-                waiting.generation += 1
-                waiting.cond.notify_all()
+        self._receivers.close()
 
     # -- for the backend ---------------------------------------------------------------
     def changed(self, session_id: str) -> None:
         """A local commit sent to, or removed, the session: wake its receivers here."""
-        if not self._waiting:  # the usual case: nobody waits; no lock taken
-            return
-        with self._lock:
-            waiting = self._waiting.get(session_id)
-            if waiting is not None:
-                waiting.generation += 1
-                waiting.cond.notify_all()
+        self._receivers.changed(session_id)
 
     # -- internals ---------------------------------------------------------------------
-    def _join(self, session_id: str) -> _Waiting:
-        with self._lock:
-            waiting = self._waiting.get(session_id)
-            if waiting is None:
-                waiting = self._waiting[session_id] = _Waiting(self._lock)
-            waiting.users += 1
-            return waiting
-
-    def _leave(self, session_id: str, waiting: _Waiting, checked: bool) -> None:
-        with self._lock:
-            waiting.users -= 1
-            waiting.checked -= checked
-            if not waiting.users and self._waiting.get(session_id) is waiting:
-                del self._waiting[session_id]
-
     def _take(
         self, conn: sqlite3.Connection, key: bytes, wanted: int, limit: int
     ) -> tuple[list[bytes], bool, bool]:
