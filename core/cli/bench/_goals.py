@@ -1,5 +1,6 @@
-"""The performance goals of issues 9 and 10, read off one run's ratios and memory
-figures.  Issue 10's are redis's: they appear where the raw redis-py baselines ran.
+"""The performance goals of issues 9, 10 and 11, read off one run's ratios and memory
+figures.  Issue 10's are redis's: they appear where the raw redis-py baselines ran;
+issue 11's are mnesia_like's: where the raw sqlite3 baselines ran.
 
 Reported, never enforced: a goal depends on the machine (a disk's fsync, a loaded
 CPU), and the command's exit status is kept for the checked sweep limits.
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torpor.cli.bench._memory import MemoryFigure
+from torpor.cli.bench._mnesia_like import RAW_LABEL as SQLITE_LABEL
 from torpor.cli.bench._redis import RAW_LABEL, RAW_WALK
 from torpor.cli.bench._runner import RatioResult
 
@@ -89,7 +91,7 @@ def goals(
                 "x",
             )
         )
-    return found + _redis_goals(by_pair, ratios)
+    return found + _redis_goals(by_pair, ratios) + _mnesia_goals(by_pair, memory)
 
 
 def _redis_goals(
@@ -112,4 +114,40 @@ def _redis_goals(
     if backlog is not None:
         name = "priority receive behind the backlog within 1.2x of an empty mailbox"
         found.append(Goal(name, backlog, 1.2, False, "x"))
+    return found
+
+
+def _mnesia_goals(
+    by_pair: dict[tuple[str, str], float], memory: Sequence[MemoryFigure]
+) -> list[Goal]:
+    """Issue 11's: a hot ``get`` against raw sqlite3's ``SELECT`` and the same decode;
+    ``create`` and ``update`` against a raw ``BEGIN IMMEDIATE`` insert and
+    read-modify-write at the same ``synchronous`` level; and the walks' peak memory at
+    the largest store against the smallest (issue 11 asks 200,000 against 20,000:
+    ``--sweep-sizes 20000,200000``)."""
+    raw_get = by_pair.get(("get hot", f"get, {SQLITE_LABEL}"))
+    if raw_get is None:
+        return []
+    found = [
+        Goal(f"get hot within 1.5x of {SQLITE_LABEL} SELECT + decode", raw_get, 1.5, False, "x")
+    ]
+    for op, raw, what in (
+        ("create", "put", "BEGIN IMMEDIATE insert"),
+        ("update", "update", "BEGIN IMMEDIATE read-modify-write"),
+    ):
+        ratio = by_pair.get((op, f"{raw}, {SQLITE_LABEL}"))
+        if ratio is not None:
+            found.append(
+                Goal(f"{op} within 1.5x of a {SQLITE_LABEL} {what}", ratio, 1.5, False, "x")
+            )
+    for walk in ("ids()", "sessions()"):
+        peaks = sorted(
+            (m.size, m.bytes)
+            for m in memory
+            if m.name.startswith(f"{walk} walk peak") and m.size is not None
+        )
+        if len(peaks) >= 2 and peaks[0][1] > 0:
+            (small, low), (large, high) = peaks[0], peaks[-1]
+            name = f"{walk} walk peak, {large:,} sessions within 1.2x of {small:,} (flat)"
+            found.append(Goal(name, high / low, 1.2, False, "x"))
     return found

@@ -88,6 +88,7 @@ class Profile:
 _MODULES = {
     "ets_like": "torpor.cli.bench._ets_like",
     "lmdb": "torpor.cli.bench._lmdb",
+    "mnesia_like": "torpor.cli.bench._mnesia_like",
     "redis": "torpor.cli.bench._redis",
 }
 
