@@ -277,9 +277,12 @@ class Rows:
         return found
 
     def _index(self, conn: sqlite3.Connection, rowid: int, record: Record, existed: bool) -> None:
+        fields = self.fields(conn)
+        if not fields:
+            return  # no field was ever indexed (they are never dropped): no entries
         if existed:
             conn.execute("DELETE FROM torpor_entries WHERE session = ?", (rowid,))
-        entries = self.entries(record, self.fields(conn))
+        entries = self.entries(record, fields)
         if entries:
             conn.executemany(
                 "INSERT OR IGNORE INTO torpor_entries(entry, session, field) VALUES (?, ?, ?)",
