@@ -12,6 +12,7 @@ import json
 import secrets
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,16 +157,22 @@ def test_raw_engines_store_and_decode_the_same_data(backend: str) -> None:
     assert factory is not None
     engine = factory({}, 3, data)
     try:
-        assert engine.get(4) == data[1]  # i picks a key modulo the count
-        engine.update(1)
-        assert engine.get(1) == {**data[1], "turn": 1}
-        engine.put(5)
-        engine.put(6)
-        assert engine.spare() == 2
-        engine.delete()
-        assert engine.spare() == 1
+        _exercise(engine, data)
     finally:
         engine.close()
+
+
+def _exercise(engine: Any, data: Sequence[dict[str, Any]]) -> None:
+    """What every raw engine must do: read the stored data back (a key modulo the
+    count), update it, put new keys and delete them."""
+    assert engine.get(4) == data[1]  # i picks a key modulo the count
+    engine.update(1)
+    assert engine.get(1) == {**data[1], "turn": 1}
+    engine.put(5)
+    engine.put(6)
+    assert engine.spare() == 2
+    engine.delete()
+    assert engine.spare() == 1
 
 
 def test_the_01_path_keeps_live_dicts_for_active_sessions_and_bytes_for_idle_ones() -> None:
@@ -330,14 +337,7 @@ def test_the_raw_redis_engine_stores_and_decodes_the_same_data(
     data, namespace = payloads(), f"bench-raw-{secrets.token_hex(4)}"
     engine = RedisEngine({"url": redis_standalone.url, "namespace": namespace}, 3, data)
     try:
-        assert engine.get(4) == data[1]  # i picks a key modulo the count
-        engine.update(1)
-        assert engine.get(1) == {**data[1], "turn": 1}
-        engine.put(5)
-        engine.put(6)
-        assert engine.spare() == 2
-        engine.delete()
-        assert engine.spare() == 1
+        _exercise(engine, data)
         assert _keys_under(redis_standalone, namespace)
     finally:
         engine.close()
