@@ -46,7 +46,7 @@ from torpor.errors import (
     TorporError,
     TransactionConflict,
 )
-from torpor.plugins.mnesia_like._errors import describe, is_busy, translated
+from torpor.plugins.mnesia_like._errors import describe, is_busy, translate, translated
 
 __all__ = ["MODES", "RETRIES", "Database", "Mode"]
 
@@ -203,36 +203,42 @@ class Database:
     def read(self, where: str, body: Callable[[sqlite3.Connection], T]) -> T:
         """``body`` on this thread's connection, in autocommit: each statement is its
         own short read transaction."""
-        with self.guard(), translated(where):
-            return body(self.conn())
+        with self.guard():
+            try:
+                return body(self.conn())
+            except sqlite3.Error as exc:
+                raise translate(exc, where) from exc
 
     def write(self, where: str, body: Callable[[sqlite3.Connection], T]) -> T:
         """``body`` in one ``BEGIN IMMEDIATE`` transaction, committed; run again on
         contention (see the module docstring).  Anything ``body`` raises rolls back."""
         for attempt in range(RETRIES + 1):
-            with self.guard(), translated(where):
-                conn = self.conn()
-                if conn.in_transaction:  # a nested call from inside a transaction: join it
-                    return _in_savepoint(conn, body)
+            with self.guard():
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    if is_busy(exc) and attempt < RETRIES:
-                        time.sleep(_PAUSE_S * (attempt + 1))
-                        continue
-                    raise self.contention(where, exc) from exc
-                try:
-                    result = body(conn)
-                    conn.execute("COMMIT")
-                except sqlite3.OperationalError as exc:
-                    _rollback(conn)
-                    if is_busy(exc) and attempt < RETRIES:
-                        continue
-                    raise
-                except BaseException:
-                    _rollback(conn)
-                    raise
-                return result
+                    conn = self.conn()
+                    if conn.in_transaction:  # a nested call inside a transaction: join it
+                        return _in_savepoint(conn, body)
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError as exc:
+                        if is_busy(exc) and attempt < RETRIES:
+                            time.sleep(_PAUSE_S * (attempt + 1))
+                            continue
+                        raise self.contention(where, exc) from exc
+                    try:
+                        result = body(conn)
+                        conn.execute("COMMIT")
+                    except sqlite3.OperationalError as exc:
+                        _rollback(conn)
+                        if is_busy(exc) and attempt < RETRIES:
+                            continue
+                        raise
+                    except BaseException:
+                        _rollback(conn)
+                        raise
+                    return result
+                except sqlite3.Error as exc:
+                    raise translate(exc, where) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def begin(self, where: str) -> sqlite3.Connection:

@@ -15,7 +15,7 @@ from typing import Final
 
 from torpor.errors import BackendUnavailable, ManagerClosed, TorporError
 
-__all__ = ["BUSY_CODES", "describe", "is_busy", "translated"]
+__all__ = ["BUSY_CODES", "describe", "is_busy", "translate", "translated"]
 
 # Primary result codes (the low byte of an extended code).
 _BUSY: Final = 5
@@ -52,16 +52,19 @@ def describe(exc: sqlite3.Error) -> str:
     return f"{words} [{name}: {exc}]" if words else f"{name}: {exc}"
 
 
+def translate(exc: sqlite3.Error, where: str) -> TorporError:
+    """The torpor error to raise (``from exc``) for an sqlite3 error met in ``where``."""
+    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+        return ManagerClosed("this mnesia_like backend is closed; open a new manager")
+    return BackendUnavailable(f"mnesia_like {where}: {describe(exc)}")
+
+
 @contextmanager
 def translated(where: str) -> Iterator[None]:
-    """Run the body; an sqlite3 error leaves it as a torpor error naming ``where``."""
+    """Run the body; an sqlite3 error leaves it as a torpor error naming ``where``.
+    (The per-call paths catch ``sqlite3.Error`` and call :func:`translate` instead:
+    a generator-based context manager costs a microsecond or two per call.)"""
     try:
         yield
-    except TorporError:
-        raise
-    except sqlite3.ProgrammingError as exc:
-        if "closed" in str(exc):
-            raise ManagerClosed("this mnesia_like backend is closed; open a new manager") from exc
-        raise BackendUnavailable(f"mnesia_like {where}: {describe(exc)}") from exc
     except sqlite3.Error as exc:
-        raise BackendUnavailable(f"mnesia_like {where}: {describe(exc)}") from exc
+        raise translate(exc, where) from exc
