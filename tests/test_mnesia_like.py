@@ -22,6 +22,7 @@ import torpor
 from torpor import Capability, describe_factory
 from torpor.conformance.helpers import expect_raises, expect_returns
 from torpor.plugins.mnesia_like import SqliteBackend, create_backend
+from torpor.plugins.mnesia_like._backend import EXPIRE_STEP, EXPIRED_IDS, IDLE_IDS
 from torpor.plugins.mnesia_like._rows import COLUMNS
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -202,7 +203,9 @@ def test_a_file_of_the_first_schema_is_migrated_keeping_sessions_and_mail(
         expect_returns(["café"], lambda: [s.id for s in mgr.find(team="blue")], what="find")
     conn = _raw(path)
     names = [n for (n,) in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
-    assert names == ["0001_initial", "0002_blob_ids"]
+    assert names == ["0001_initial", "0002_blob_ids", "0003_index_keys"]
+    keys = conn.execute("SELECT idle_key, due_key FROM torpor_sessions").fetchall()
+    assert keys == [(1_000, None)]  # the index keys start at the times they stand for
     kind = conn.execute("SELECT typeof(id) FROM torpor_sessions").fetchone()[0]
     assert kind == "blob"
     indexes = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
@@ -230,16 +233,16 @@ def test_sweeps_and_the_priority_lane_read_their_indexes(tmp_path: Path) -> None
     with _open(tmp_path / "s.db"):
         pass
     plans = {
-        "idle": "SELECT id FROM torpor_sessions WHERE hibernated = 0 AND last_accessed < 5 "
-        "ORDER BY last_accessed LIMIT 10",
-        "expiry": "SELECT id FROM torpor_sessions WHERE deadline IS NOT NULL AND deadline < 5 "
-        "ORDER BY deadline LIMIT 10",
+        "idle": IDLE_IDS,
+        "expiry": EXPIRED_IDS,
+        "expire step": EXPIRE_STEP,
         "take": "SELECT seq FROM torpor_mail WHERE session = 1 AND incarnation = 2 "
         "ORDER BY lane, seq LIMIT 3",
         "walk": "SELECT id, blob FROM torpor_sessions WHERE id > x'00' ORDER BY id LIMIT 10",
     }
     for name, sql in plans.items():
-        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        bound = {"bound": 5, "limit": 10, "key": 0, "rowid": 0}
+        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", bound))
         assert plan.startswith("SEARCH") and "INDEX" in plan, (name, plan)
         assert "TEMP B-TREE" not in plan, (name, plan)  # the index gives the order
 

@@ -9,9 +9,10 @@ Every hook is one short statement in autocommit (a read), or one ``BEGIN
 IMMEDIATE`` transaction with one commit (a write: the record, its metadata columns,
 its index entries and its mail change together).  Walks page by key, one
 autocommit ``SELECT`` per batch, so no snapshot outlives a batch.  Sweeps read the
-partial indexes on ``last_accessed`` and ``deadline``, whose cost follows the idle or
-due sessions, not the store; the native expiry sweep removes a batch per ``BEGIN
-IMMEDIATE`` with ``DELETE ... RETURNING``.
+partial indexes on the idle and due keys (``last_accessed`` and ``deadline``, allowed
+to lag a little), whose cost follows the idle or due sessions, not the store; the
+native expiry sweep removes a batch per ``BEGIN IMMEDIATE`` with ``DELETE ...
+RETURNING``.
 """
 
 from __future__ import annotations
@@ -39,13 +40,20 @@ from torpor.errors import BackendUnavailable, InvalidArgument, ManagerClosed
 from torpor.hookspecs import BatchFn, TransactFn
 from torpor.indexing import index_entry
 from torpor.plugins.mnesia_like._connections import Database, Mode
-from torpor.plugins.mnesia_like._errors import is_busy, translated
+from torpor.plugins.mnesia_like._errors import is_busy, translate
 from torpor.plugins.mnesia_like._mailbox import SqliteMailbox
 from torpor.plugins.mnesia_like._rows import COLUMNS, Row, Rows, key_of, live_in_walk, proved
 from torpor.plugins.mnesia_like._schema import migrate, pending
 from torpor.plugins.mnesia_like._transaction import SqliteTransaction
 
-__all__ = ["CAPABILITIES", "RAM_CAPABILITIES", "SqliteBackend"]
+__all__ = [
+    "CAPABILITIES",
+    "EXPIRED_IDS",
+    "EXPIRE_STEP",
+    "IDLE_IDS",
+    "RAM_CAPABILITIES",
+    "SqliteBackend",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("torpor")
@@ -60,6 +68,21 @@ _DBSTAT: Final = (
     "pages included; indexes and free pages not counted)"
 )
 _LENGTHS: Final = "sum of the stored records' lengths (SQLite length(blob)); no page overhead"
+# The sweeps seek an index by its key, which may lag the time it stands for
+# (``_rows.py``, "Index keys"): the exact column decides, on the rows the seek finds.
+IDLE_IDS: Final = (
+    "SELECT id FROM torpor_sessions WHERE hibernated = 0 AND idle_key < :bound "
+    "AND last_accessed < :bound ORDER BY idle_key LIMIT :limit"
+)
+EXPIRED_IDS: Final = (
+    "SELECT id FROM torpor_sessions WHERE due_key IS NOT NULL AND due_key < :bound "
+    "AND deadline < :bound ORDER BY due_key LIMIT :limit"
+)
+EXPIRE_STEP: Final = (
+    f"SELECT {COLUMNS} FROM torpor_sessions WHERE due_key IS NOT NULL "  # noqa: S608
+    "AND due_key < :bound AND deadline < :bound AND (due_key, rowid) > (:key, :rowid) "
+    "ORDER BY due_key, rowid LIMIT :limit"
+)
 
 CAPABILITIES: frozenset[Capability] = frozenset(
     {
@@ -116,6 +139,7 @@ class SqliteBackend:
 
     def torpor_open(self, clock: Clock, options: Mapping[str, Any]) -> None:
         self.rows.limit = int(options.get("max_session_bytes") or _DEFAULT_LIMIT)
+        self.rows.set_hibernate_after(options.get("hibernate_after_ms"))
 
     def torpor_touch_resolution_ms(self) -> int:
         return self._touch_resolution
@@ -133,12 +157,15 @@ class SqliteBackend:
     # -- required data hooks -----------------------------------------------------------
     def torpor_fetch(self, session_id: str) -> bytes | None:
         key = session_id.encode("utf-8")
-        with self.db.guard(), translated("fetch"):
-            found = (
-                self.db.conn()
-                .execute("SELECT blob FROM torpor_sessions WHERE id = ?", (key,))
-                .fetchone()
-            )
+        with self.db.guard():
+            try:
+                found = (
+                    self.db.conn()
+                    .execute("SELECT blob FROM torpor_sessions WHERE id = ?", (key,))
+                    .fetchone()
+                )
+            except sqlite3.Error as exc:
+                raise translate(exc, "fetch") from exc
         if found is None:
             return None
         blob: bytes = found[0]
@@ -233,27 +260,15 @@ class SqliteBackend:
 
     def torpor_idle_ids(self, cutoff_ms: int, limit: int) -> list[str]:
         self._housekeeping()
-        return self._ids(
-            "idle_ids",
-            "SELECT id FROM torpor_sessions WHERE hibernated = 0 AND last_accessed < ? "
-            "ORDER BY last_accessed LIMIT ?",
-            cutoff_ms,
-            limit,
-        )
+        return self._ids("idle_ids", IDLE_IDS, cutoff_ms, limit)
 
     def torpor_expired_ids(self, now_ms: int, limit: int) -> list[str]:
-        return self._ids(
-            "expired_ids",
-            "SELECT id FROM torpor_sessions WHERE deadline IS NOT NULL AND deadline < ? "
-            "ORDER BY deadline LIMIT ?",
-            now_ms,
-            limit,
-        )
+        return self._ids("expired_ids", EXPIRED_IDS, now_ms, limit)
 
     def torpor_expire(self, now_ms: int, batch_size: int) -> Iterator[Expired]:
         """Due rows removed a batch per ``BEGIN IMMEDIATE``: only rows whose proof holds
         (``_rows.py``); any other due row stays and is reported damaged, and the next
-        batch starts after it (by deadline, then rowid)."""
+        batch starts after it (by due_key, then rowid)."""
         self._housekeeping()
         limit = max(batch_size, 1)
         after: tuple[int, int] = (-(1 << 63), -1)
@@ -447,7 +462,9 @@ class SqliteBackend:
             )
 
     def _ids(self, where: str, sql: str, bound: int, limit: int) -> list[str]:
-        rows = self.db.read(where, lambda conn: conn.execute(sql, (bound, limit)).fetchall())
+        rows = self.db.read(
+            where, lambda conn: conn.execute(sql, {"bound": bound, "limit": limit}).fetchall()
+        )
         found = []
         for (key,) in rows:
             sid = key_of(key)
@@ -477,13 +494,11 @@ def _expire_step(
     conn: sqlite3.Connection, now_ms: int, limit: int, after: tuple[int, int]
 ) -> tuple[list[tuple[str, int]], list[str | bytes], tuple[int, int] | None]:
     """One batch: remove the proved due rows among the next ``limit`` after ``after``
-    (deadline, rowid); return them, the unproved ones, and where to go on (None: no
+    (due_key, rowid); return them, the unproved ones, and where to go on (None: no
     due row is left)."""
     rows = conn.execute(
-        f"SELECT {COLUMNS} FROM torpor_sessions WHERE deadline IS NOT NULL "  # noqa: S608
-        "AND deadline < ? "
-        "AND (deadline, rowid) > (?, ?) ORDER BY deadline, rowid LIMIT ?",
-        (now_ms, after[0], after[1], limit),
+        EXPIRE_STEP,
+        {"bound": now_ms, "key": after[0], "rowid": after[1], "limit": limit},
     ).fetchall()
     good: list[int] = []
     damaged: list[str | bytes] = []
@@ -501,5 +516,5 @@ def _expire_step(
             good,
         ):
             removed.append((key.decode("utf-8"), int(incarnation)))
-    last = (rows[-1][5], rows[-1][0]) if len(rows) == limit else None
+    last = (rows[-1][-1], rows[-1][0]) if len(rows) == limit else None  # due_key, rowid
     return removed, damaged, last

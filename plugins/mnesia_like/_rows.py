@@ -29,6 +29,28 @@ torpor's back, and one without a proof are decoded by the walk as the manager wo
 and never removed by the sweep (reported as damaged instead).  (A change that keeps
 a 32-bit CRC is the one case this misses: one in four billion.)
 
+Index keys
+==========
+
+The idle and deadline indexes are not on ``last_accessed`` and ``deadline`` but on
+two keys, ``idle_key`` and ``due_key``, that may lag them: a write keeps the stored
+key while it is at most the time it stands for and less than a *slack* behind it,
+and moves it to the time otherwise.  SQLite rewrites an index's entry whenever an
+``UPDATE`` names its column, even to the same value; a moved entry dirties two more
+pages of the index, and each page is another write to the WAL at the commit.  With
+exact keys an ``update`` of a 3 KB session cost twice a raw one; with the keys kept,
+a few per cent more (``tools/mnesia_write_floor.py``).
+
+A key is never ahead of its time, so a sweep that seeks ``key < cutoff`` finds every
+session that qualifies; it also meets sessions whose time is less than a slack past
+the cutoff, and the exact column (in the row, no decoding) drops them.  The slack is
+an eighth of the threshold, at most ``MAX_SLACK_MS``: an eighth of
+``hibernate_after_ms`` for ``idle_key``, an eighth of the session's ``timeout_ms``
+for ``due_key``.  So a sweep reads, besides what it finds, at most the sessions last
+touched within an eighth of the threshold (or a minute) before the cutoff; and a
+session written more often than that moves its index entries at most once per slack.
+Sweeps return ids in key order: oldest first, to within the slack.
+
 ``inflated`` is what a hibernated payload inflates to: a manager whose
 ``max_session_bytes`` is below it must treat the record as damaged, so the walk
 decodes such a row.
@@ -50,6 +72,8 @@ from torpor.indexing import index_entry
 
 __all__ = [
     "COLUMNS",
+    "MAX_SLACK_MS",
+    "UPDATES",
     "Row",
     "Rows",
     "cancelled",
@@ -65,8 +89,27 @@ _HEAD = struct.Struct(">qqqqqq")
 _UNKNOWN_SIZE: Final = _I64_MAX  # a frame that does not say: always decode to tell
 TOMBSTONE_TTL_NS: Final = 60 * 10**9
 COLUMNS: Final = (
-    "rowid, id, blob, last_accessed, hibernated, deadline, incarnation, version, inflated, proof"
+    "rowid, id, blob, last_accessed, hibernated, deadline, incarnation, version, inflated, "
+    "proof, idle_key, due_key"
 )
+MAX_SLACK_MS: Final = 60_000
+"""The most an index key may lag behind the time it stands for (see the docstring)."""
+_SLACK_SHARE: Final = 8  # a key lags at most this share of its threshold
+# The UPDATE of a stored row: every column no index reads, and those that one does
+# only when they change (bit 1: hibernated, 2: idle_key, 4: due_key).  SQLite
+# rewrites an index entry whenever the UPDATE names one of its columns, even with the
+# value it had: naming them only when they move is what spares the indexes' pages.
+UPDATES: Final = {
+    mask: "UPDATE torpor_sessions SET blob = ?, last_accessed = ?, deadline = ?, "  # noqa: S608
+    "incarnation = ?, version = ?, inflated = ?, proof = ?"
+    + "".join(
+        f", {column} = ?"
+        for bit, column in ((1, "hibernated"), (2, "idle_key"), (4, "due_key"))
+        if mask & bit
+    )
+    + " WHERE rowid = ?"
+    for mask in range(8)
+}
 _SELECT_ROW: Final = f"SELECT {COLUMNS} FROM torpor_sessions WHERE id = ?"  # noqa: S608
 
 
@@ -83,6 +126,8 @@ class Row(NamedTuple):
     version: int | None
     inflated: int | None
     proof: int | None
+    idle_key: int | None
+    due_key: int | None
 
 
 def i64(value: int) -> int:
@@ -187,6 +232,15 @@ class Rows:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit  # max_session_bytes: what a hibernated payload may inflate to
+        self.idle_slack = 0  # how far idle_key may lag last_accessed (set by torpor_open)
+
+    def set_hibernate_after(self, hibernate_after_ms: int | None) -> None:
+        """Let ``idle_key`` lag ``last_accessed`` by up to an eighth of the idle
+        threshold (at most ``MAX_SLACK_MS``; never hibernating: the most)."""
+        if hibernate_after_ms is None:
+            self.idle_slack = MAX_SLACK_MS
+        else:
+            self.idle_slack = min(max(hibernate_after_ms, 0) // _SLACK_SHARE, MAX_SLACK_MS)
 
     @staticmethod
     def row(conn: sqlite3.Connection, key: bytes) -> Row | None:
@@ -217,22 +271,28 @@ class Rows:
             if vouched
             else None
         )
-        values = (blob, accessed, hibernated, deadline, incarnation, version, inflated, proof)
+        values = [blob, accessed, deadline, incarnation, version, inflated, proof]
         if old is None:
             rowid = conn.execute(
-                "INSERT INTO torpor_sessions(id, blob, last_accessed, hibernated, deadline, "
-                "incarnation, version, inflated, proof) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "RETURNING rowid",
-                (key, *values),
+                "INSERT INTO torpor_sessions(id, blob, last_accessed, deadline, incarnation, "
+                "version, inflated, proof, hibernated, idle_key, due_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING rowid",
+                (key, *values, hibernated, accessed, deadline),
             ).fetchone()[0]
         else:
             rowid = old.rowid
-            conn.execute(
-                "UPDATE torpor_sessions SET blob = ?, last_accessed = ?, hibernated = ?, "
-                "deadline = ?, incarnation = ?, version = ?, inflated = ?, proof = ? "
-                "WHERE rowid = ?",
-                (*values, rowid),
-            )
+            idle_key = _key(old.idle_key, accessed, self.idle_slack)
+            due_key = None if deadline is None else _key(old.due_key, deadline, _due_slack(record))
+            mask = 0
+            for bit, now, before in (
+                (1, hibernated, old.hibernated),
+                (2, idle_key, old.idle_key),
+                (4, due_key, old.due_key),
+            ):
+                if now != before:
+                    mask |= bit
+                    values.append(now)
+            conn.execute(UPDATES[mask], (*values, rowid))
         if ended:  # the old incarnation's mail ends, as an expiry's would
             conn.execute("DELETE FROM torpor_mail WHERE session = ?", (rowid,))
         if data_changed:
@@ -308,6 +368,19 @@ class Rows:
                     (entry, rowid, name),
                 )
         return rows[-1][0] if rows else None
+
+
+def _key(old: int | None, value: int, slack: int) -> int:
+    """The index key for ``value``: the stored key while it lags ``value`` by less
+    than ``slack`` (never ahead of it), else ``value`` itself."""
+    if old is not None and old <= value < old + slack:
+        return old
+    return value
+
+
+def _due_slack(record: Record) -> int:
+    timeout = record.timeout_ms or 0
+    return min(max(timeout, 0) // _SLACK_SHARE, MAX_SLACK_MS)
 
 
 def _stored(key: bytes, old: Row | None) -> tuple[int | None, int | None]:

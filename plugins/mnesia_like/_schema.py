@@ -5,10 +5,12 @@ Tables (all ``STRICT``; times in the manager's milliseconds)::
     torpor_sessions   rowid, id BLOB UNIQUE, blob, and the metadata the indexes and
                       the ids walk read: last_accessed, hibernated, deadline
                       (expires_at, NULL if never), incarnation, version, inflated,
-                      proof (see _rows.py).  A value another program wrote has the
-                      id and blob only, metadata NULL.
-        torpor_sessions_idle      partial: last_accessed WHERE hibernated = 0
-        torpor_sessions_deadline  partial: deadline WHERE deadline IS NOT NULL
+                      proof (see _rows.py), and the two index keys idle_key and
+                      due_key (last_accessed and deadline, each allowed to lag a
+                      little: _rows.py, "Index keys").  A value another program
+                      wrote has the id and blob only, metadata NULL.
+        torpor_sessions_idle      partial: idle_key WHERE hibernated = 0
+        torpor_sessions_deadline  partial: due_key WHERE due_key IS NOT NULL
     torpor_fields     name -> state ('backfill' while create_index runs, 'ready')
     torpor_entries    (entry, session) of the secondary index, and field; entry is
                       torpor.indexing.index_entry, session the sessions rowid
@@ -127,7 +129,26 @@ def _blob_ids(db: Database) -> None:
     _session_indexes(db)
 
 
-NAMES: Final = ("0001_initial", "0002_blob_ids")
+@MIGRATIONS(name="0003_index_keys")
+def _index_keys(db: Database) -> None:
+    """Move the idle and deadline indexes onto key columns of their own, which may lag
+    the times they stand for (``_rows.py``, "Index keys"), so most writes leave the
+    indexes alone.  The keys start equal to the times."""
+    db.execute("ALTER TABLE torpor_sessions ADD COLUMN idle_key INTEGER")
+    db.execute("ALTER TABLE torpor_sessions ADD COLUMN due_key INTEGER")
+    db.execute("UPDATE torpor_sessions SET idle_key = last_accessed, due_key = deadline")
+    db.execute("DROP INDEX torpor_sessions_idle")
+    db.execute("DROP INDEX torpor_sessions_deadline")
+    db.execute(
+        "CREATE INDEX torpor_sessions_idle ON torpor_sessions(idle_key) WHERE hibernated = 0"
+    )
+    db.execute(
+        "CREATE INDEX torpor_sessions_deadline ON torpor_sessions(due_key) "
+        "WHERE due_key IS NOT NULL"
+    )
+
+
+NAMES: Final = ("0001_initial", "0002_blob_ids", "0003_index_keys")
 """Every migration, in order (what a database this torpor can open may have applied)."""
 
 
