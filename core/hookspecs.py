@@ -388,7 +388,9 @@ def torpor_iterate_ids(  # type: ignore[empty-body]
 @hookspec(firstresult=True)
 def torpor_idle_ids(cutoff_ms: int, limit: int) -> Sequence[str]:  # type: ignore[empty-body]
     """Ids of active (not hibernated) sessions with ``last_accessed < cutoff_ms``,
-    oldest first, at most ``limit``.  Capability ``NATIVE_HIBERNATION``.
+    oldest first, at most ``limit``.  Capability ``NATIVE_HIBERNATION``.  (The order
+    is a courtesy, not a rule the manager needs: an index keyed by a time that may lag
+    ``last_accessed`` a little, as mnesia_like's, orders to within that lag.)
 
     Answered from an index ordered by last access, so the cost follows the number of
     idle sessions, not the size of the store.  The manager re-checks each candidate
