@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from torpor import codec
 from torpor._binding import Binding
@@ -33,6 +33,8 @@ from torpor.errors import SerializationError
 from torpor.hookspecs import Expired
 
 __all__ = ["PassResult", "StopFlag", "Sweeps"]
+
+_BATCHES_PER_CALL: Final = 8  # batches asked of an index per call (see _candidates)
 
 StopFlag = Callable[[], bool]
 Emit = Callable[[EventKind, "str | None", int, "int | None"], None]
@@ -192,15 +194,22 @@ class Sweeps:
         passed: set[str],
     ) -> Iterator[Sequence[str]]:
         """Batches of candidate ids: from the backend's index (asking past the ones
-        already passed over), else from the walk."""
+        already passed over, several batches' worth per call), else from the walk."""
         if index is not None:
+            batch = self._batch
             while not stop():
-                limit = self._batch + len(passed)
+                # Each call reads the index again from its start, past every id already
+                # passed over (and, where index keys lag their times, past the rows
+                # just after the cutoff): fewer calls, less of that read again.
+                limit = _BATCHES_PER_CALL * batch + len(passed)
                 ids = index(bound, limit)
                 fresh = [sid for sid in ids if sid not in passed]
                 if not fresh:
                     return
-                yield fresh
+                for start in range(0, len(fresh), batch):
+                    if start and stop():
+                        return
+                    yield fresh[start : start + batch]
                 if len(ids) < limit:
                     return
             return

@@ -397,10 +397,10 @@ def torpor_idle_ids(cutoff_ms: int, limit: int) -> Sequence[str]:  # type: ignor
     under ``torpor_transact`` before hibernating it, so a stale answer is harmless,
     but a missing one is not: ``limit`` counts the ids returned, after any filtering
     (an index that cuts at ``limit`` first and then drops hibernated or stale entries
-    returns too few, and sweeps stop early).  The manager calls it again for each
-    batch, with a ``limit`` larger than its batch once it has passed over candidates
-    that no longer qualify.  A session woken (stored active again) must be back in
-    the index.
+    returns too few, and sweeps stop early).  The manager asks for several batches'
+    worth at a time, plus the candidates it has passed over (which no longer
+    qualified), and calls again until an answer is shorter than its ``limit``.  A
+    session woken (stored active again) must be back in the index.
     """
 
 

@@ -65,7 +65,7 @@ def _data(session: torpor.Session | None) -> dict[str, Any] | None:
 def _planted(kit: Kit) -> torpor.Manager:
     """A manager whose storage holds ``victim``, ``GOOD`` and everything of
     ``DAMAGED``, mixed in small sweep batches."""
-    mgr = kit.open(sweep_batch_size=3)
+    mgr = kit.open(sweep_batch_size=1)  # several index calls (8 batches a call)
     mgr.create({"owner": "victim"}, session_id="victim", timeout_ms=None)
     for i, sid in enumerate(GOOD):
         mgr.create({"i": i}, session_id=sid, timeout_ms=10 * STEP_MS)

@@ -32,7 +32,7 @@ def test_exact_counts_and_idempotence(kit: Kit) -> None:
 def test_expired_unswept_sessions_are_hibernated_and_counted(kit: Kit) -> None:
     # docs/contract.md §5: hibernate_idle hibernates every idle session not hibernated
     # yet, expired ones not yet removed included, and counts them all.
-    mgr = kit.open(sweep_batch_size=7)
+    mgr = kit.open(sweep_batch_size=2)
     short = [mgr.create({"i": i}, timeout_ms=STEP_MS).id for i in range(10)]
     never = [mgr.create({"i": i}, timeout_ms=None).id for i in range(10)]
     kit.clock.advance(2 * STEP_MS)
@@ -159,12 +159,13 @@ def _memory(mgr: torpor.Manager) -> int:
 
 
 def test_sweeps_go_past_one_batch(kit: Kit) -> None:
-    # Batches of 7: each pass spans several, and the idle order starts with sessions
-    # hibernated (or woken) earlier, which an index must not hand back as candidates.
-    mgr = kit.open(sweep_batch_size=7)
+    # Batches of 2 (8 a call to the index): each pass spans several calls, and the idle
+    # order starts with sessions hibernated (or woken) earlier, which an index must not
+    # hand back as candidates.
+    mgr = kit.open(sweep_batch_size=2)
     first = [mgr.create({"i": i}, timeout_ms=None).id for i in range(30)]
     kit.clock.advance(2 * STEP_MS)
-    expect_returns(30, mgr.hibernate_idle, STEP_MS, what="hibernate_idle() of 30 in batches of 7")
+    expect_returns(30, mgr.hibernate_idle, STEP_MS, what="hibernate_idle() of 30 in batches of 2")
     woken = first[::3]
     for sid in woken:
         mgr.get(sid)
