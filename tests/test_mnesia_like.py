@@ -22,7 +22,12 @@ import torpor
 from torpor import Capability, describe_factory
 from torpor.conformance.helpers import expect_raises, expect_returns
 from torpor.plugins.mnesia_like import SqliteBackend, create_backend
-from torpor.plugins.mnesia_like._backend import EXPIRE_STEP, EXPIRED_IDS, IDLE_IDS
+from torpor.plugins.mnesia_like._backend import (
+    EXPIRE_NEXT_KEYS,
+    EXPIRE_SAME_KEY,
+    EXPIRED_IDS,
+    IDLE_IDS,
+)
 from torpor.plugins.mnesia_like._rows import COLUMNS
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -235,7 +240,8 @@ def test_sweeps_and_the_priority_lane_read_their_indexes(tmp_path: Path) -> None
     plans = {
         "idle": IDLE_IDS,
         "expiry": EXPIRED_IDS,
-        "expire step": EXPIRE_STEP,
+        "expire step, same key": EXPIRE_SAME_KEY,
+        "expire step, next keys": EXPIRE_NEXT_KEYS,
         "take": "SELECT seq FROM torpor_mail WHERE session = 1 AND incarnation = 2 "
         "ORDER BY lane, seq LIMIT 3",
         "walk": "SELECT id, blob FROM torpor_sessions WHERE id > x'00' ORDER BY id LIMIT 10",

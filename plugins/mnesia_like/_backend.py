@@ -49,10 +49,12 @@ from torpor.plugins.mnesia_like._transaction import SqliteTransaction
 __all__ = [
     "CAPABILITIES",
     "EXPIRED_IDS",
-    "EXPIRE_STEP",
+    "EXPIRE_NEXT_KEYS",
+    "EXPIRE_SAME_KEY",
     "IDLE_IDS",
     "RAM_CAPABILITIES",
     "SqliteBackend",
+    "due_rows",
 ]
 
 T = TypeVar("T")
@@ -78,9 +80,16 @@ EXPIRED_IDS: Final = (
     "SELECT id FROM torpor_sessions WHERE due_key IS NOT NULL AND due_key < :bound "
     "AND deadline < :bound ORDER BY due_key LIMIT :limit"
 )
-EXPIRE_STEP: Final = (
+# The native sweep's step goes on after (due_key, rowid) in two seeks: a row-value
+# ``(due_key, rowid) > (?, ?)`` seeks by due_key alone and filters by rowid, so every
+# step would read again the damaged rows (left in place) that share the last key.
+EXPIRE_SAME_KEY: Final = (
     f"SELECT {COLUMNS} FROM torpor_sessions WHERE due_key IS NOT NULL "  # noqa: S608
-    "AND due_key < :bound AND deadline < :bound AND (due_key, rowid) > (:key, :rowid) "
+    "AND due_key = :key AND rowid > :rowid AND deadline < :bound ORDER BY rowid LIMIT :limit"
+)
+EXPIRE_NEXT_KEYS: Final = (
+    f"SELECT {COLUMNS} FROM torpor_sessions WHERE due_key IS NOT NULL "  # noqa: S608
+    "AND due_key > :key AND due_key < :bound AND deadline < :bound "
     "ORDER BY due_key, rowid LIMIT :limit"
 )
 
@@ -490,16 +499,26 @@ def _wal(conn: sqlite3.Connection) -> None:
     raise BackendUnavailable("mnesia_like: the database stayed locked while setting WAL mode")
 
 
+def due_rows(
+    conn: sqlite3.Connection, now_ms: int, after: tuple[int, int], limit: int
+) -> list[tuple[Any, ...]]:
+    """The next ``limit`` rows due at ``now_ms`` (``deadline < now_ms``) after ``after``
+    (due_key, rowid), in that order: what a step of the native sweep looks at."""
+    params = {"bound": now_ms, "key": after[0], "rowid": after[1], "limit": limit}
+    rows: list[tuple[Any, ...]] = conn.execute(EXPIRE_SAME_KEY, params).fetchall()
+    if len(rows) < limit:
+        params["limit"] = limit - len(rows)
+        rows += conn.execute(EXPIRE_NEXT_KEYS, params).fetchall()
+    return rows
+
+
 def _expire_step(
     conn: sqlite3.Connection, now_ms: int, limit: int, after: tuple[int, int]
 ) -> tuple[list[tuple[str, int]], list[str | bytes], tuple[int, int] | None]:
     """One batch: remove the proved due rows among the next ``limit`` after ``after``
     (due_key, rowid); return them, the unproved ones, and where to go on (None: no
     due row is left)."""
-    rows = conn.execute(
-        EXPIRE_STEP,
-        {"bound": now_ms, "key": after[0], "rowid": after[1], "limit": limit},
-    ).fetchall()
+    rows = due_rows(conn, now_ms, after, limit)
     good: list[int] = []
     damaged: list[str | bytes] = []
     for raw in rows:

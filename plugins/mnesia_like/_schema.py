@@ -129,11 +129,28 @@ def _blob_ids(db: Database) -> None:
     _session_indexes(db)
 
 
+# A row whose keys break their rule (``_rows.py``, "Index keys") is keyed at its
+# times.  torpor itself never writes one; a process still running a torpor from
+# before the keys does (no keys on an insert; an update that moves a deadline below
+# its key), and so may another program: without this the sweeps would never meet
+# those rows again.  Checking the rule costs an UPDATE a few VM steps.
+_KEYS_WRONG: Final = (
+    "NEW.last_accessed IS NOT NULL AND (NEW.idle_key IS NULL "
+    "OR NEW.idle_key > NEW.last_accessed OR (NEW.due_key IS NULL) <> (NEW.deadline IS NULL) "
+    "OR NEW.due_key > NEW.deadline)"
+)
+_REKEY: Final = (
+    "UPDATE torpor_sessions SET idle_key = NEW.last_accessed, due_key = NEW.deadline "
+    "WHERE rowid = NEW.rowid"
+)
+
+
 @MIGRATIONS(name="0003_index_keys")
 def _index_keys(db: Database) -> None:
     """Move the idle and deadline indexes onto key columns of their own, which may lag
     the times they stand for (``_rows.py``, "Index keys"), so most writes leave the
-    indexes alone.  The keys start equal to the times."""
+    indexes alone.  The keys start equal to the times; triggers key any row written
+    without them (``_KEYS_WRONG``)."""
     db.execute("ALTER TABLE torpor_sessions ADD COLUMN idle_key INTEGER")
     db.execute("ALTER TABLE torpor_sessions ADD COLUMN due_key INTEGER")
     db.execute("UPDATE torpor_sessions SET idle_key = last_accessed, due_key = deadline")
@@ -145,6 +162,14 @@ def _index_keys(db: Database) -> None:
     db.execute(
         "CREATE INDEX torpor_sessions_deadline ON torpor_sessions(due_key) "
         "WHERE due_key IS NOT NULL"
+    )
+    db.execute(
+        "CREATE TRIGGER torpor_sessions_keyed AFTER INSERT ON torpor_sessions "
+        f"WHEN {_KEYS_WRONG} BEGIN {_REKEY}; END"
+    )
+    db.execute(
+        "CREATE TRIGGER torpor_sessions_rekeyed AFTER UPDATE OF last_accessed, deadline, "
+        f"idle_key, due_key ON torpor_sessions WHEN {_KEYS_WRONG} BEGIN {_REKEY}; END"
     )
 
 
