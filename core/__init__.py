@@ -13,7 +13,7 @@ guarantees, and ``torpor.hookspecs`` (with docs/plugin-authors.md) for writing o
 from torpor import codec, errors, hookspecs, sample
 from torpor._capabilities import BackendStats, Capability, Stats
 from torpor._clock import Clock, ManualClock, system_clock
-from torpor._config import parse_int
+from torpor._config import parse_int, parse_path
 from torpor._events import EventKind, LifecycleEvent
 from torpor._fallbacks import LocalMailbox
 from torpor._ids import MAX_ID_BYTES, generate_id, is_valid_id, validate_id
@@ -109,6 +109,7 @@ __all__ = [
     "load_backend_factory",
     "open",
     "parse_int",
+    "parse_path",
     "sample",
     "system_clock",
     "validate_id",

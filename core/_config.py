@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from torpor.errors import ConfigError
+from torpor.errors import ConfigError, InvalidArgument
 
 __all__ = ["DEFAULT_BACKEND", "MANAGER_DEFAULTS", "ResolvedConfig", "parse_int", "resolve"]
 
@@ -78,6 +78,29 @@ def parse_int(name: str, value: object, *, nullable: bool = False) -> int | None
         except ValueError:
             pass
     raise ConfigError(f"option {name!r} needs a whole number, not {value!r}")
+
+
+def parse_path(value: object, *, backend: str, names: str, give: str) -> Path:
+    """A backend's ``path`` option: a non-empty str or os.PathLike with no NUL
+    (nothing else, so that ``None`` or ``123`` never becomes a file called "None" or
+    "123"), else ``InvalidArgument``.  ``names`` says what the path names ("a
+    folder"), ``give`` what to pass instead of an empty one ("the folder of the
+    store")."""
+    if isinstance(value, str | os.PathLike):
+        try:
+            raw = os.fspath(value)
+        except TypeError as exc:  # a PathLike whose __fspath__ returns something odd
+            raise InvalidArgument(f"{backend} path: {exc}", argument="path") from None
+        text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
+        if text and "\x00" not in text:
+            return Path(text)
+        problem = "is empty" if not text else "contains a NUL character"
+        raise InvalidArgument(f"{backend} path {problem}; give {give}", argument="path")
+    raise InvalidArgument(
+        f"{backend} path must be a str or os.PathLike naming {names}, not "
+        f"{type(value).__name__} {value!r}",
+        argument="path",
+    )
 
 
 def _parse_bool(name: str, value: object) -> bool:

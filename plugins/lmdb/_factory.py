@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Any, Final
 
-from torpor import backend_factory, check_backend_options, parse_int
-from torpor.errors import ConfigError, InvalidArgument
+from torpor import backend_factory, check_backend_options, parse_int, parse_path
+from torpor.errors import ConfigError
 from torpor.plugins.lmdb._backend import CAPABILITIES, LmdbBackend
 from torpor.plugins.lmdb._env import DURABILITY, EnvConfig
 from torpor.plugins.lmdb._layout import NAMES
@@ -36,7 +34,9 @@ _MAX_COUNT: Final = (1 << 31) - 1
 def create_backend(**options: Any) -> LmdbBackend:
     check_backend_options("lmdb", options, {"path", *_DEFAULTS}, required={"path"})
     merged = {**_DEFAULTS, **options}
-    path = _path(merged["path"])
+    path = parse_path(
+        merged["path"], backend="lmdb", names="a folder", give="the folder of the store"
+    )
     namespace = str(merged["namespace"])
     if not _NAMESPACE.match(namespace):
         raise ConfigError("lmdb namespace must be 1-64 characters of A-Z a-z 0-9 _ . -")
@@ -59,23 +59,3 @@ def create_backend(**options: Any) -> LmdbBackend:
         raise ConfigError("lmdb touch_resolution_ms must be >= 0")
     config = EnvConfig(durability, map_size, max_readers, max_dbs)
     return LmdbBackend(path, config, namespace=namespace, touch_resolution_ms=resolution)
-
-
-def _path(value: object) -> Path:
-    """``path`` must name a folder: a non-empty str or os.PathLike (nothing else, so
-    that ``None`` or ``123`` never becomes a folder called "None" or "123")."""
-    if isinstance(value, str | os.PathLike):
-        try:
-            raw = os.fspath(value)
-        except TypeError as exc:  # a PathLike whose __fspath__ returns something odd
-            raise InvalidArgument(f"lmdb path: {exc}", argument="path") from None
-        text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
-        if text and "\x00" not in text:
-            return Path(text)
-        problem = "is empty" if not text else "contains a NUL character"
-        raise InvalidArgument(f"lmdb path {problem}; give the folder of the store", argument="path")
-    raise InvalidArgument(
-        f"lmdb path must be a str or os.PathLike naming a folder, not {type(value).__name__} "
-        f"{value!r}",
-        argument="path",
-    )

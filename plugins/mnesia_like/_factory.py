@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Final
 
-from torpor import backend_factory, check_backend_options, parse_int
-from torpor.errors import ConfigError, InvalidArgument
+from torpor import backend_factory, check_backend_options, parse_int, parse_path
+from torpor.errors import ConfigError
 from torpor.plugins.mnesia_like._backend import CAPABILITIES, RAM_CAPABILITIES, SqliteBackend
 from torpor.plugins.mnesia_like._connections import MODES
 
@@ -38,7 +36,13 @@ def create_backend(**options: Any) -> SqliteBackend:
     raw_path = merged.get("path")
     if raw_path is None and mode.persistent:
         raise ConfigError(f"mnesia_like storage={storage!r} needs a path (the database file)")
-    path = None if raw_path is None else _path(raw_path)
+    path = (
+        None
+        if raw_path is None
+        else parse_path(
+            raw_path, backend="mnesia_like", names="the database file", give="the database file"
+        )
+    )
     busy, resolution = (
         parse_int(k, merged[k]) or 0 for k in ("busy_timeout_ms", "touch_resolution_ms")
     )
@@ -47,25 +51,3 @@ def create_backend(**options: Any) -> SqliteBackend:
     if resolution < 0:
         raise ConfigError("mnesia_like touch_resolution_ms must be >= 0")
     return SqliteBackend(path, mode, busy_timeout_ms=busy, touch_resolution_ms=resolution)
-
-
-def _path(value: object) -> Path:
-    """``path`` must name a file: a non-empty str or os.PathLike (nothing else, so
-    that ``None`` or ``123`` never becomes a file called "None" or "123")."""
-    if isinstance(value, str | os.PathLike):
-        try:
-            raw = os.fspath(value)
-        except TypeError as exc:
-            raise InvalidArgument(f"mnesia_like path: {exc}", argument="path") from None
-        text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
-        if text and "\x00" not in text:
-            return Path(text)
-        problem = "is empty" if not text else "contains a NUL character"
-        raise InvalidArgument(
-            f"mnesia_like path {problem}; give the database file", argument="path"
-        )
-    raise InvalidArgument(
-        f"mnesia_like path must be a str or os.PathLike naming the database file, not "
-        f"{type(value).__name__} {value!r}",
-        argument="path",
-    )
